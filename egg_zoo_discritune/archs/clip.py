@@ -1,0 +1,91 @@
+"""Frozen CLIP retriever (the receiver): scores captions against images.
+
+Loads a Hugging Face CLIP directory or hub id, or an OpenAI ``ViT-B-32.pt`` file (converted on the fly).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerBase
+
+from egg_zoo_discritune.archs.openai_clip import clip_from_openai_state_dict
+from egg_zoo_discritune.archs.weights import load_state_dict_file, pretrained_or_error
+
+SIMILARITIES = ("dot", "cosine", "scaled_cosine")
+
+
+class ClipRetriever(nn.Module):
+    """``encode_images`` / ``encode_texts`` give raw (unnormalised) CLIP embeddings; ``score`` compares them.
+
+    ``similarity``: ``dot`` (the paper: dot product of the CLIP embeddings), ``cosine``, or
+    ``scaled_cosine`` (CLIP's logit scale x cosine, i.e. 100 x cosine: the authors' code).
+    The parameters are frozen and the module stays in eval mode.
+    """
+
+    def __init__(self, model: CLIPModel, tokenizer: PreTrainedTokenizerBase, similarity: str = "dot",
+                 name: str = "clip"):
+        super().__init__()
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"unknown similarity {similarity!r}; expected one of {SIMILARITIES}")
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.similarity = similarity
+        self.name = name
+        self.context_length = model.config.text_config.max_position_embeddings
+
+    def train(self, mode: bool = True) -> "ClipRetriever":
+        return super().train(False)
+
+    @torch.no_grad()
+    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        out = self.model.get_image_features(pixel_values=pixel_values.to(self.model.dtype))
+        return out.pooler_output.float()
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> torch.Tensor:
+        device = self.model.logit_scale.device
+        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.context_length,
+                               return_tensors="pt").to(device)
+        out = self.model.get_text_features(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        return out.pooler_output.float()
+
+    def score(self, text_features: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
+        """``[n_texts, n_images]`` similarity matrix."""
+        if self.similarity == "dot":
+            return text_features @ image_features.t()
+        cosine = nn.functional.normalize(text_features, dim=-1) @ nn.functional.normalize(image_features, dim=-1).t()
+        return cosine * self.model.logit_scale.exp().float() if self.similarity == "scaled_cosine" else cosine
+
+
+def image_processor_for(model: CLIPModel, source: str) -> CLIPImageProcessor:
+    """The preprocessing saved with the model, else OpenAI's (bicubic resize, centre crop, CLIP mean/std)."""
+    path = Path(source)
+    if path.is_file() or (path.is_dir() and not (path / "preprocessor_config.json").is_file()):
+        return _default(model)
+    return pretrained_or_error(CLIPImageProcessor, source, "the CLIP image processor")
+
+
+def _default(model: CLIPModel) -> CLIPImageProcessor:
+    size = model.config.vision_config.image_size
+    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+
+
+def load_retriever(source: str, tokenizer: Optional[str] = None, similarity: str = "dot"
+                   ) -> tuple[ClipRetriever, CLIPImageProcessor]:
+    """A frozen retriever and its image preprocessing from a HF directory / hub id or an OpenAI ``.pt`` file.
+
+    ``tokenizer`` (directory or hub id) is needed for ``.pt`` files, which carry no tokenizer; it
+    defaults to the source itself for HF models and to ``openai/clip-vit-base-patch32`` for ``.pt`` files.
+    """
+    if source.endswith((".pt", ".pth", ".bin")) or Path(source).is_file():
+        model = clip_from_openai_state_dict(load_state_dict_file(Path(source), "the OpenAI CLIP checkpoint"))
+        tokenizer = tokenizer or "openai/clip-vit-base-patch32"
+    else:
+        model = pretrained_or_error(CLIPModel, source, "CLIP")
+        tokenizer = tokenizer or source
+    text_tokenizer = pretrained_or_error(AutoTokenizer, tokenizer, "the CLIP tokenizer")
+    return ClipRetriever(model, text_tokenizer, similarity, name=source), image_processor_for(model, source)

@@ -1,0 +1,180 @@
+"""ClipCap captioner (the sender): CLIP image embedding -> mapper -> GPT-2 prefix -> caption.
+
+``state_dict()`` keys are exactly those of the original ClipCap checkpoints (``gpt.*`` and
+``clip_project.*``), so ``coco_weights.pt`` / ``conceptual_weights.pt`` load strictly and the
+finetuned model exports back in the same format.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerBase
+
+from egg_zoo_discritune.archs.mappers import MLPMapper, TransformerMapper
+from egg_zoo_discritune.archs.weights import load_state_dict_file, pretrained_or_error
+
+# Causal-mask buffers that transformers ~4.10 saved in every GPT-2 block; newer versions do not.
+_LEGACY_GPT2_BUFFER = re.compile(r"^gpt\.transformer\.h\.\d+\.attn\.(bias|masked_bias)$")
+
+TRAINABLE_PARTS = ("all", "mapper", "gpt2")
+STOP_RULES = ("period", "any_period", "eos")
+
+
+def stop_token_ids(tokenizer: PreTrainedTokenizerBase, rule: str) -> list[int]:
+    """Token ids that end a caption: EOS plus, by ``rule``, the full-stop tokens ("period", the paper),
+    every token containing "." ("any_period", the authors' code) or nothing else ("eos")."""
+    if rule not in STOP_RULES:
+        raise ValueError(f"unknown stop rule {rule!r}; expected one of {STOP_RULES}")
+    ids = {tokenizer.eos_token_id}
+    if rule != "eos":
+        for token, idx in tokenizer.get_vocab().items():
+            if "." not in token:
+                continue
+            if rule == "any_period" or tokenizer.convert_tokens_to_string([token]).strip() == ".":
+                ids.add(idx)
+    return sorted(ids)
+
+
+class ClipCapSender(nn.Module):
+    """The captioner contract: ``generate`` (no grad), ``log_probs`` (teacher-forced, with grad), ``decode``."""
+
+    def __init__(self, gpt: GPT2LMHeadModel, clip_project: nn.Module, tokenizer: PreTrainedTokenizerBase,
+                 stop_rule: str = "period", trainable: str = "all", feature_name: str = "clip"):
+        super().__init__()
+        self.gpt = gpt
+        self.clip_project = clip_project
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_token_ids(tokenizer, stop_rule)
+        self.feature_name = feature_name
+        self.set_trainable(trainable)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    def set_trainable(self, parts: str) -> None:
+        if parts not in TRAINABLE_PARTS:
+            raise ValueError(f"unknown trainable parts {parts!r}; expected one of {TRAINABLE_PARTS}")
+        self.clip_project.requires_grad_(parts in ("all", "mapper"))
+        self.gpt.requires_grad_(parts in ("all", "gpt2"))
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def train(self, mode: bool = True) -> "ClipCapSender":
+        # Dropout stays off: the sampled captions and their log-probs must come from the same network.
+        super().train(mode)
+        self.gpt.eval()
+        self.clip_project.eval()
+        return self
+
+    def prefix(self, features: torch.Tensor) -> torch.Tensor:
+        return self.clip_project(features.to(self.gpt.dtype))
+
+    @torch.no_grad()
+    def generate(self, features: torch.Tensor, mode: str = "greedy", max_new_tokens: int = 40,
+                 num_beams: int = 5, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions as token ids ``[B, T]`` padded with EOS, and their lengths (the stop token included)."""
+        prefix = self.prefix(features)
+        options = dict(do_sample=False, num_beams=1)
+        if mode == "sample":
+            options = dict(do_sample=True, top_k=0, top_p=1.0, temperature=temperature)
+        elif mode == "beam":
+            options = dict(do_sample=False, num_beams=num_beams)
+        elif mode != "greedy":
+            raise ValueError(f"unknown decoding mode {mode!r}; expected greedy, sample or beam")
+        tokens = self.gpt.generate(
+            inputs_embeds=prefix,
+            attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
+            max_new_tokens=max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id, **options,
+        )
+        return tokens, caption_lengths(tokens, self.stop_ids)
+
+    def log_probs(self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
+                  temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probabilities and entropies ``[B, T]`` of ``tokens``, zero past each length."""
+        prefix = self.prefix(features)
+        embeds = torch.cat([prefix, self.gpt.transformer.wte(tokens)], dim=1)
+        steps = tokens.size(1)
+        # Logits at the last prefix position and every caption position but the last predict the tokens.
+        logits = self.gpt(inputs_embeds=embeds, logits_to_keep=steps + 1).logits[:, :-1].float()
+        logp = (logits / temperature).log_softmax(-1)
+        token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        mask = torch.arange(steps, device=tokens.device) < lengths.unsqueeze(1)
+        return token_logp * mask, entropy * mask
+
+    def decode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        rows = [row[:n].tolist() for row, n in zip(tokens, lengths)]
+        return [t.strip() for t in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+    def clipcap_state_dict(self) -> dict[str, torch.Tensor]:
+        """The weights in the original ClipCap file layout, legacy GPT-2 attention buffers included,
+        so the original ClipCap code (transformers ~4.10) loads the export strictly."""
+        state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+        n = self.gpt.config.n_positions
+        causal = torch.tril(torch.ones((n, n), dtype=torch.uint8)).view(1, 1, n, n)
+        for i in range(self.gpt.config.n_layer):
+            state[f"gpt.transformer.h.{i}.attn.bias"] = causal.clone()
+            state[f"gpt.transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
+        return state
+
+    def load_clipcap_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Strict load of a ClipCap state dict; the legacy GPT-2 attention buffers are dropped."""
+        self.load_state_dict({k: v for k, v in state.items() if not _LEGACY_GPT2_BUFFER.match(k)}, strict=True)
+
+
+def caption_lengths(tokens: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
+    """Length up to and including the first stop token; the full width when there is none."""
+    is_stop = torch.isin(tokens, torch.tensor(stop_ids, device=tokens.device))
+    first = torch.where(is_stop.any(1), is_stop.int().argmax(1) + 1, torch.full_like(tokens[:, 0], tokens.size(1)))
+    return first
+
+
+def _mapper_from_state(state: dict[str, torch.Tensor], embed_dim: int) -> nn.Module:
+    """Rebuilds the mapper whose shapes the checkpoint holds (MLP or transformer)."""
+    if "clip_project.model.0.weight" in state:
+        clip_dim = state["clip_project.model.0.weight"].shape[1]
+        prefix_length = state["clip_project.model.2.weight"].shape[0] // embed_dim
+        return MLPMapper(clip_dim, embed_dim, prefix_length)
+    if "clip_project.linear.weight" in state:
+        linear = state["clip_project.linear.weight"]
+        layers = {int(k.split(".")[3]) for k in state if k.startswith("clip_project.transformer.layers.")}
+        hidden = state["clip_project.transformer.layers.0.mlp.fc1.weight"].shape[0]
+        return TransformerMapper(linear.shape[1], embed_dim, state["clip_project.prefix_const"].shape[0],
+                                 linear.shape[0] // embed_dim, len(layers), mlp_ratio=hidden / embed_dim)
+    raise ValueError("not a ClipCap state dict: it has neither clip_project.model.* (MLP mapper) "
+                     "nor clip_project.linear.* (transformer mapper) keys")
+
+
+def build_clipcap(gpt2: str, weights: Optional[str] = None, mapping: str = "mlp", clip_dim: int = 512,
+                  prefix_length: int = 10, clip_length: int = 10, num_layers: int = 8,
+                  stop_rule: str = "period", trainable: str = "all", feature_name: str = "clip") -> ClipCapSender:
+    """A ClipCap sender. ``gpt2`` (hub id or directory) gives the GPT-2 config and tokenizer; ``weights``
+    a ClipCap state dict file (mapper + GPT-2). Without ``weights`` GPT-2 is loaded pretrained from
+    ``gpt2`` and the mapper starts at random."""
+    tokenizer = pretrained_or_error(AutoTokenizer, gpt2, "the GPT-2 tokenizer")
+    if weights is None:
+        gpt = pretrained_or_error(GPT2LMHeadModel, gpt2, "GPT-2")
+        embed_dim = gpt.config.n_embd
+        if mapping == "mlp":
+            mapper = MLPMapper(clip_dim, embed_dim, prefix_length)
+        elif mapping == "transformer":
+            mapper = TransformerMapper(clip_dim, embed_dim, prefix_length, clip_length, num_layers)
+        else:
+            raise ValueError(f"unknown mapping {mapping!r}; expected mlp or transformer")
+        return ClipCapSender(gpt, mapper, tokenizer, stop_rule, trainable, feature_name)
+    state = load_state_dict_file(Path(weights), "a ClipCap checkpoint (coco_weights.pt / conceptual_weights.pt)")
+    config = pretrained_or_error(AutoConfig, gpt2, "the GPT-2 config")
+    sender = ClipCapSender(GPT2LMHeadModel(config), _mapper_from_state(state, config.n_embd), tokenizer,
+                           stop_rule, trainable, feature_name)
+    try:
+        sender.load_clipcap_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{weights}: does not match the GPT-2 config of {gpt2!r}: {err}") from err
+    return sender

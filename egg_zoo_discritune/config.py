@@ -1,0 +1,183 @@
+"""Typed options of the training command, one dataclass per concern, and the paper's presets.
+
+Every field becomes a command-line flag of the same name; its help text is the field's metadata.
+EGG's common flags keep EGG's names and meanings (``--batch_size --lr --n_epochs --random_seed
+--checkpoint_dir --fp16 ...``); only their defaults follow the paper (EGG's ``--max_len`` default of 1
+would make one-token captions).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+
+def opt(default: Any, help: str, choices: Optional[Sequence] = None) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
+@dataclass
+class EggOptions:
+    """EGG's common flags."""
+
+    random_seed: int = opt(111, "seed of every random number generator (the paper's first seed)")
+    checkpoint_dir: Optional[str] = opt(None, "run directory: config, logs, checkpoints, exported captioner "
+                                              "(default: runs/<preset>-<time>)")
+    checkpoint_freq: int = opt(1, "save a checkpoint every N epochs (0: only at the end)")
+    validation_freq: int = opt(1, "evaluate on the validation split every N epochs (0: never)")
+    n_epochs: int = opt(20, "number of epochs")
+    load_from_checkpoint: Optional[str] = opt(None, "start from this checkpoint (.tar) of an earlier run")
+    no_cuda: bool = opt(False, "run on the CPU even when a GPU is available")
+    batch_size: int = opt(100, "images per update; each image's caption is scored against all images of the batch")
+    optimizer: str = opt("adam", "optimizer", ("adam", "adamw", "sgd"))
+    lr: float = opt(1e-7, "learning rate (constant)")
+    update_freq: int = opt(1, "accumulate gradients over N batches per update")
+    max_len: int = opt(40, "maximum number of caption tokens (the paper's 40; the authors' code allows 30)")
+    fp16: bool = opt(False, "mixed precision with float16 autocast and loss scaling (CUDA only)")
+    grad_norm: Optional[float] = opt(None, "clip the gradient norm to this value (default: no clipping, as the paper)")
+
+
+@dataclass
+class DataOptions:
+    """What images the game is played on."""
+
+    dataset: str = opt("coco", "training data format", ("coco", "conceptual", "generic"))
+    data_root: Optional[str] = opt(None, "image root (coco: the folder holding train2014/ and val2014/; "
+                                         "conceptual: the folder with the TSVs and training/, validation/; "
+                                         "generic: a folder of images)")
+    annotations: Optional[str] = opt(None, "coco: dataset_coco.json (Karpathy splits); generic: a JSONL/CSV manifest")
+    val_annotations: Optional[str] = opt(None, "generic only: the validation images (folder or manifest)")
+    train_split: str = opt("train", "split to train on")
+    val_split: str = opt("val", "split to validate on (P@1 over consecutive blocks of --batch_size images)")
+    include_restval: bool = opt(False, "coco: add Karpathy 'restval' to 'train' (113K images; the paper uses train)")
+    max_train_images: int = opt(0, "use only the first N training images (0: all)")
+    max_val_images: int = opt(0, "use only the first N validation images (0: all)")
+    num_workers: int = opt(4, "DataLoader worker processes that decode images")
+
+
+@dataclass
+class SenderOptions:
+    """The captioner."""
+
+    clipcap_weights: Optional[str] = opt(None, "ClipCap state dict (coco_weights.pt, conceptual_weights.pt, or an "
+                                               "export of this package); without it GPT-2 is pretrained and the "
+                                               "mapper random")
+    gpt2: str = opt("gpt2", "hub id or directory of GPT-2 (config and tokenizer; the weights too without --clipcap_weights)")
+    mapping: str = opt("mlp", "mapper type when no --clipcap_weights (read off the file otherwise)", ("mlp", "transformer"))
+    prefix_length: int = opt(10, "prefix tokens made by a new mapper")
+    clip_length: int = opt(10, "CLIP tokens of a new transformer mapper")
+    mapper_layers: int = opt(8, "layers of a new transformer mapper")
+    trainable: str = opt("all", "what the RL update trains: mapper and GPT-2 (the paper), or one of them",
+                         ("all", "mapper", "gpt2"))
+    stop_rule: str = opt("period", "where captions end: at a full stop (the paper), after any token containing '.' "
+                                   "(the authors' code) or only at EOS", ("period", "any_period", "eos"))
+    sender_clip: Optional[str] = opt(None, "CLIP giving the sender's image features, if not the retriever's "
+                                           "(hub id, directory or OpenAI .pt)")
+
+
+@dataclass
+class ReceiverOptions:
+    """The frozen retriever."""
+
+    receiver: str = opt("openai/clip-vit-base-patch32", "CLIP retriever: hub id, HF directory or OpenAI ViT-B-32.pt")
+    receiver_tokenizer: Optional[str] = opt(None, "CLIP tokenizer (hub id or directory) for an OpenAI .pt retriever")
+    similarity: str = opt("dot", "caption-image score: dot product of CLIP embeddings (the paper), cosine, or "
+                                 "100 x cosine (the authors' code)", ("dot", "cosine", "scaled_cosine"))
+
+
+@dataclass
+class GameOptions:
+    """The reward and the REINFORCE update."""
+
+    reward: str = opt("discriminative", "log-probability of the target image (the paper), retrieval accuracy, "
+                                        "or caption-image similarity", ("discriminative", "accuracy", "similarity"))
+    baseline: str = opt("mean", "running mean of all rewards so far (EGG's MeanBaseline, the paper), exponential "
+                                "moving average, leave-one-out over the batch, or none",
+                        ("mean", "exponential", "loo", "none"))
+    baseline_decay: float = opt(0.9, "decay of the exponential baseline")
+    normalize_advantage: bool = opt(False, "standardise advantages over the batch")
+    logprob_reduction: str = opt("sum", "caption log-probability: sum of token log-probs (REINFORCE) or their mean "
+                                        "(the authors' code)", ("sum", "mean"))
+    entropy_coeff: float = opt(0.0, "weight of the entropy bonus")
+    train_decoding: str = opt("greedy", "decoding during training", ("greedy", "sample"))
+    temperature: float = opt(1.0, "sampling temperature (--train_decoding sample; top-k and top-p are off)")
+    test_decoding: str = opt("beam", "decoding for validation", ("beam", "greedy"))
+    beam_size: int = opt(5, "beams for --test_decoding beam")
+
+
+@dataclass
+class RunOptions:
+    """The run itself."""
+
+    preset: Optional[str] = opt(None, "defaults of a recipe, overridable flag by flag (see --help's end)")
+    engine: str = opt("auto", "egg.core when importable (auto), EGG required (egg), or the built-in engine",
+                      ("auto", "egg", "builtin"))
+    resume: bool = opt(False, "continue the run in --checkpoint_dir from its newest checkpoint")
+    log_every: int = opt(50, "write running means to log.jsonl every N updates")
+
+
+@dataclass
+class TrainConfig:
+    egg: EggOptions = field(default_factory=EggOptions)
+    data: DataOptions = field(default_factory=DataOptions)
+    sender: SenderOptions = field(default_factory=SenderOptions)
+    receiver: ReceiverOptions = field(default_factory=ReceiverOptions)
+    game: GameOptions = field(default_factory=GameOptions)
+    run: RunOptions = field(default_factory=RunOptions)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's recipe (DESIGN §1): Adam 1e-7, batch 100 with in-batch distractors, greedy in training,
+    # beam 5 in testing, at most 40 tokens, running-mean baseline, frozen CLIP ViT-B/32 retriever.
+    "paper-coco": dict(dataset="coco", n_epochs=20, batch_size=100, lr=1e-7, clipcap_weights="coco_weights.pt",
+                       baseline="mean", train_decoding="greedy", test_decoding="beam", beam_size=5, max_len=40),
+    "paper-concap": dict(dataset="conceptual", n_epochs=2, batch_size=100, lr=1e-7,
+                         clipcap_weights="conceptual_weights.pt", baseline="mean", train_decoding="greedy",
+                         test_decoding="beam", beam_size=5, max_len=40),
+}
+
+
+_GROUPS = [(name, f.default_factory) for name, f in TrainConfig.__dataclass_fields__.items()]
+_OWNER = {f.name: cls for _, cls in _GROUPS for f in dataclasses.fields(cls)}
+
+
+def _field_type(f: dataclasses.Field) -> type:
+    tp = typing.get_type_hints(_OWNER[f.name])[f.name]
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    return args[0] if args and (typing.get_origin(tp) in (typing.Union, types.UnionType)) else tp
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m egg.zoo.discritune.train",
+        description="Discriminative finetuning of an image captioner with REINFORCE against a frozen CLIP retriever.",
+        epilog="presets: " + "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items()),
+    )
+    for _, cls in _GROUPS:
+        group = parser.add_argument_group(cls.__name__.replace("Options", ""), cls.__doc__)
+        for f in dataclasses.fields(cls):
+            tp = _field_type(f)
+            kwargs = dict(default=f.default, help=f"{f.metadata['help']} (default: %(default)s)")
+            if tp is bool:
+                action = argparse.BooleanOptionalAction if f.default else "store_true"
+                group.add_argument(f"--{f.name}", action=action, **kwargs)
+            else:
+                group.add_argument(f"--{f.name}", type=tp, choices=f.metadata["choices"], **kwargs)
+    return parser
+
+
+def parse_config(argv: Sequence[str]) -> TrainConfig:
+    """Flags -> ``TrainConfig``; a ``--preset`` supplies defaults that explicit flags override."""
+    parser = build_parser()
+    preset = parser.parse_known_args(argv)[0].preset
+    if preset is not None:
+        if preset not in PRESETS:
+            parser.error(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        parser.set_defaults(**PRESETS[preset])
+    namespace = vars(parser.parse_args(argv))
+    return TrainConfig(**{name: cls(**{f.name: namespace[f.name] for f in dataclasses.fields(cls)})
+                          for name, cls in _GROUPS})

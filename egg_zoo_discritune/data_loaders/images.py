@@ -1,0 +1,122 @@
+"""Image datasets for the game: records (path, id, captions) -> preprocessed pixels.
+
+Images that are missing are dropped when the dataset is built; images that fail to decode are
+skipped when loaded. Both are counted, never replaced by another image or by zeros.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Optional, Sequence
+
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+@dataclass
+class ImageRecord:
+    path: Path
+    image_id: str
+    captions: list[str] = field(default_factory=list)
+
+
+class ImageRecordsDataset(Dataset):
+    """Item ``i``: ``(pixels [3, H, W], i)``, or ``None`` when the image does not decode."""
+
+    def __init__(self, records: Sequence[ImageRecord], preprocess: Callable[[Image.Image], torch.Tensor],
+                 source: str = ""):
+        present = [r for r in records if r.path.is_file()]
+        self.n_missing = len(records) - len(present)
+        if self.n_missing:
+            log.warning("%s: %d of %d images are missing and skipped (first: %s)", source or "dataset",
+                        self.n_missing, len(records), next(r.path for r in records if not r.path.is_file()))
+        self.records = present
+        self.preprocess = preprocess
+        self.source = source
+        # One flag per record, shared with DataLoader workers, so undecodable images are counted once.
+        self._failed = multiprocessing.Array("b", max(len(present), 1), lock=False)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> Optional[tuple[torch.Tensor, int]]:
+        record = self.records[index]
+        try:
+            with Image.open(record.path) as image:
+                pixels = self.preprocess(image.convert("RGB"))
+        except (OSError, UnidentifiedImageError, ValueError) as err:
+            if not self._failed[index]:
+                log.warning("skipping undecodable image %s: %s", record.path, err)
+            self._failed[index] = 1
+            return None
+        return pixels, index
+
+    @property
+    def n_undecodable(self) -> int:
+        return sum(self._failed[: len(self.records)])
+
+    @property
+    def n_skipped(self) -> int:
+        return self.n_missing + self.n_undecodable
+
+
+def collate_images(items: list) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+    """Stacks the images that decoded; ``labels`` are their dataset indices."""
+    items = [x for x in items if x is not None]
+    if not items:
+        return None
+    return torch.stack([x[0] for x in items]), torch.tensor([x[1] for x in items])
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A new permutation every epoch, a function of ``(seed, epoch)`` only, so a resumed run sees the
+    same order as an uninterrupted one. The epoch advances by itself at each pass (EGG's Trainer never
+    calls ``set_epoch``); ``set_epoch`` positions it on resume."""
+
+    def __init__(self, n: int, seed: int):
+        self.n = n
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
+class SkipEmpty:
+    """Iterates a DataLoader, dropping batches in which no image decoded."""
+
+    def __init__(self, loader: DataLoader):
+        self.loader = loader
+        self.dataset = loader.dataset
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        return (batch for batch in self.loader if batch is not None)
+
+
+def image_loader(dataset: ImageRecordsDataset, batch_size: int, *, shuffle_seed: Optional[int] = None,
+                 drop_last: bool = True, num_workers: int = 0) -> SkipEmpty:
+    """Batches of ``(pixels, indices)``; shuffled per epoch when ``shuffle_seed`` is given, else in file order
+    (so evaluation candidates are consecutive blocks, as in the paper)."""
+    sampler = EpochShuffleSampler(len(dataset), shuffle_seed) if shuffle_seed is not None else None
+    return SkipEmpty(DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                                num_workers=num_workers, collate_fn=collate_images,
+                                persistent_workers=num_workers > 0))

@@ -1,0 +1,65 @@
+"""The one place that decides which engine runs the game: the real ``egg.core`` when it is importable,
+the built-in EGG-compatible engine otherwise. The rest of the package goes through ``load_engine``.
+
+Differences kept on purpose under real EGG: checkpoints and baselines are this package's (EGG's
+save the frozen CLIP and cannot be resumed on torch >= 2.6; EGG's baselines keep no state in
+checkpoints), and EGG's options are handed to ``egg.core.init`` as argv, since its Trainer reads them
+from ``core.get_opts()``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+
+ENGINES = ("auto", "egg", "builtin")
+
+
+@dataclass(frozen=True)
+class Engine:
+    name: str
+    module: Any
+
+    def __getattr__(self, item: str) -> Any:
+        return getattr(self.module, item)
+
+    def make_trainer(self, game: torch.nn.Module, optimizer: torch.optim.Optimizer, train_data: Sequence,
+                     validation_data: Optional[Sequence], callbacks: list, *, device: torch.device,
+                     validation_freq: int = 1, update_freq: int = 1, fp16: bool = False,
+                     grad_norm: Optional[float] = None, random_seed: int = 0) -> Any:
+        kwargs = dict(game=game, optimizer=optimizer, train_data=train_data, validation_data=validation_data,
+                      device=device, callbacks=callbacks, grad_norm=grad_norm)
+        if self.name == "builtin":
+            return self.module.Trainer(**kwargs, validation_freq=validation_freq, update_freq=update_freq, fp16=fp16)
+        argv = [f"--validation_freq={validation_freq}", f"--update_freq={update_freq}", f"--random_seed={random_seed}"]
+        if fp16:
+            argv.append("--fp16")
+        if device.type != "cuda":
+            argv.append("--no_cuda")
+        self.module.init(params=argv)
+        return self.module.Trainer(**kwargs)
+
+
+def _real_egg() -> Optional[Any]:
+    try:
+        core = importlib.import_module("egg.core")
+    except ImportError:
+        return None
+    return core if all(hasattr(core, n) for n in ("Trainer", "Interaction", "LoggingStrategy", "init")) else None
+
+
+def load_engine(choice: str = "auto") -> Engine:
+    """``auto``: egg.core if importable, else built-in; ``egg``: egg.core or an error; ``builtin``."""
+    if choice not in ENGINES:
+        raise ValueError(f"unknown engine {choice!r}; expected one of {ENGINES}")
+    if choice != "builtin":
+        core = _real_egg()
+        if core is not None:
+            return Engine("egg", core)
+        if choice == "egg":
+            raise ImportError("--engine egg: egg.core is not importable; install EGG "
+                              "(pip install git+https://github.com/facebookresearch/EGG.git) or use --engine auto")
+    return Engine("builtin", importlib.import_module("egg_zoo_discritune.engine"))

@@ -1,0 +1,119 @@
+"""Checkpoints of the trainable state only (never the frozen retriever), written atomically.
+
+Used under both engines: EGG's own ``CheckpointSaver`` would save the whole game (frozen CLIP
+included) and its loader calls ``torch.load`` without ``weights_only``, which torch >= 2.6 refuses
+for its pickled NamedTuple. A checkpoint here is a plain dict that ``torch.load(weights_only=True)``
+reads back.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from egg_zoo_discritune.engine.callbacks import Callback
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def unwrap(game: torch.nn.Module) -> torch.nn.Module:
+    """The game inside a ``DistributedDataParallel`` wrapper, or the game itself."""
+    return getattr(game, "module", game)
+
+
+def trainer_state(trainer: Any, epoch: int, metadata: Optional[dict] = None) -> dict:
+    scheduler = getattr(trainer, "optimizer_scheduler", None)
+    scaler = getattr(trainer, "scaler", None)
+    return {
+        "epoch": epoch,
+        "model_state_dict": unwrap(trainer.game).checkpoint_state_dict(),
+        "optimizer_state_dict": trainer.optimizer.state_dict(),
+        "optimizer_scheduler_state_dict": scheduler.state_dict() if scheduler is not None else None,
+        "grad_scaler_state_dict": scaler.state_dict() if scaler is not None else None,
+        "rng_state": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        "metadata": metadata or {},
+    }
+
+
+def load_checkpoint(path: Path) -> dict:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def restore(trainer: Any, checkpoint: dict) -> None:
+    """Puts a checkpoint's state into a freshly built trainer, so ``train`` continues where it stopped."""
+    unwrap(trainer.game).load_checkpoint_state_dict(checkpoint["model_state_dict"])
+    trainer.optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+    scheduler = getattr(trainer, "optimizer_scheduler", None)
+    if scheduler is not None and checkpoint["optimizer_scheduler_state_dict"] is not None:
+        scheduler.load_state_dict(checkpoint["optimizer_scheduler_state_dict"])
+    scaler = getattr(trainer, "scaler", None)
+    if scaler is not None and checkpoint["grad_scaler_state_dict"] is not None:
+        scaler.load_state_dict(checkpoint["grad_scaler_state_dict"])
+    torch.set_rng_state(checkpoint["rng_state"]["torch"])
+    random.setstate(checkpoint["rng_state"]["python"])
+    trainer.start_epoch = checkpoint["epoch"]
+
+
+class CheckpointSaver(Callback):
+    """EGG's ``CheckpointSaver`` interface: ``<prefix>_<epoch>.tar`` every ``checkpoint_freq`` epochs
+    (0: only at the end) and ``<prefix>_final.tar`` (``<epoch>.tar`` / ``final.tar`` without prefix),
+    keeping the newest ``max_checkpoints`` epoch files."""
+
+    def __init__(self, checkpoint_path: str, checkpoint_freq: int = 1, prefix: str = "",
+                 max_checkpoints: int = sys.maxsize, metadata: Optional[dict] = None):
+        self.checkpoint_path = Path(checkpoint_path)
+        self.checkpoint_freq = checkpoint_freq
+        self.prefix = prefix
+        self.max_checkpoints = max_checkpoints
+        self.metadata = metadata
+        self.epoch = 0
+        self.saved: list[Path] = []
+
+    def on_train_begin(self, trainer_instance: Any) -> None:
+        super().on_train_begin(trainer_instance)
+        self.epoch = trainer_instance.start_epoch
+
+    def _path(self, name: str) -> Path:
+        return self.checkpoint_path / (f"{self.prefix}_{name}.tar" if self.prefix else f"{name}.tar")
+
+    def on_epoch_end(self, loss: float, logs: Any, epoch: int) -> None:
+        self.epoch = epoch
+        if self.checkpoint_freq > 0 and epoch % self.checkpoint_freq == 0:
+            path = self._path(str(epoch))
+            atomic_save(trainer_state(self.trainer, epoch, self.metadata), path)
+            self.saved.append(path)
+            while len(self.saved) > self.max_checkpoints:
+                self.saved.pop(0).unlink(missing_ok=True)
+
+    def on_train_end(self) -> None:
+        atomic_save(trainer_state(self.trainer, self.epoch, self.metadata), self._path("final"))
+
+
+class ExportOnTrainEnd(Callback):
+    """Writes ``export_fn()`` (e.g. the finetuned captioner in its original file format) at the end."""
+
+    def __init__(self, path: Path, export_fn: Callable[[], dict]):
+        self.path = Path(path)
+        self.export_fn = export_fn
+
+    def on_train_end(self) -> None:
+        atomic_save(self.export_fn(), self.path)

@@ -1,0 +1,133 @@
+"""The discriminative game: the captioner describes each image of a batch, the frozen retriever picks
+the described image among all images of the batch, and the captioner is updated with REINFORCE.
+
+EGG contract: ``forward(sender_input, labels, receiver_input=None, aux_input=None) -> (loss, Interaction)``;
+everything in the Interaction is a tensor with the batch first (captions as token ids padded to
+``max_len``), so EGG's ``Interaction.from_iterable`` and distributed gathering work unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from egg_zoo_discritune.games.baselines import advantages
+from egg_zoo_discritune.games.rewards import REWARDS, retrieval_accuracy
+
+LOGPROB_REDUCTIONS = ("sum", "mean")
+
+
+def policy_gradient_loss(seq_logp: torch.Tensor, advantage: torch.Tensor, entropy: torch.Tensor,
+                         entropy_coeff: float = 0.0) -> torch.Tensor:
+    """REINFORCE: ``-mean(A * log p(caption)) - entropy_coeff * mean(H)``; ``A`` carries no gradient."""
+    return -(advantage.detach() * seq_logp).mean() - entropy_coeff * entropy.mean()
+
+
+class DiscriminativeGame(nn.Module):
+    def __init__(
+        self,
+        sender: nn.Module,
+        receiver: nn.Module,
+        baseline: nn.Module,
+        logging_strategy: Any,
+        *,
+        reward: str = "discriminative",
+        normalize_advantage: bool = False,
+        logprob_reduction: str = "sum",
+        entropy_coeff: float = 0.0,
+        train_decoding: str = "greedy",
+        test_decoding: str = "beam",
+        temperature: float = 1.0,
+        beam_size: int = 5,
+        max_len: int = 40,
+        sender_image_encoder: Optional[nn.Module] = None,
+    ):
+        super().__init__()
+        if reward not in REWARDS:
+            raise ValueError(f"unknown reward {reward!r}; expected one of {sorted(REWARDS)}")
+        if logprob_reduction not in LOGPROB_REDUCTIONS:
+            raise ValueError(f"unknown log-prob reduction {logprob_reduction!r}; expected one of {LOGPROB_REDUCTIONS}")
+        self.sender = sender
+        self.receiver = receiver
+        self.baseline = baseline
+        # None: the sender's prefix reads the retriever's image features (same CLIP, one pass per image).
+        self.sender_image_encoder = sender_image_encoder
+        self.logging_strategy = logging_strategy
+        self.reward_fn = REWARDS[reward]
+        self.normalize_advantage = normalize_advantage
+        self.logprob_reduction = logprob_reduction
+        self.entropy_coeff = entropy_coeff
+        self.train_decoding = train_decoding
+        self.test_decoding = test_decoding
+        self.temperature = temperature
+        self.beam_size = beam_size
+        self.max_len = max_len
+
+    def image_features(self, sender_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(retriever features, sender prefix features) of a batch of pixels ``[B, 3, H, W]`` or of
+        precomputed retriever features ``[B, D]``."""
+        if sender_input.dim() == 2:
+            if self.sender_image_encoder is not None:
+                raise ValueError("precomputed features can only be used when sender and retriever share the CLIP")
+            return sender_input.float(), sender_input.float()
+        retriever_features = self.receiver.encode_images(sender_input)
+        if self.sender_image_encoder is None:
+            return retriever_features, retriever_features
+        return retriever_features, self.sender_image_encoder.encode_images(sender_input)
+
+    def forward(self, sender_input: torch.Tensor, labels: Optional[torch.Tensor] = None,
+                receiver_input: Any = None, aux_input: Optional[dict] = None):
+        images, prefix_features = self.image_features(sender_input)
+        mode = self.train_decoding if self.training else self.test_decoding
+        tokens, lengths = self.sender.generate(prefix_features, mode=mode, max_new_tokens=self.max_len,
+                                               num_beams=self.beam_size, temperature=self.temperature)
+        with torch.no_grad():
+            texts = self.sender.decode(tokens, lengths)
+            scores = self.receiver.score(self.receiver.encode_texts(texts), images)
+            targets = torch.arange(scores.size(0), device=scores.device)
+            reward = self.reward_fn(scores, targets)
+            acc = retrieval_accuracy(scores, targets)
+        if not torch.isfinite(reward).all():
+            raise FloatingPointError(f"non-finite reward in this batch: {reward.tolist()}; scores range "
+                                     f"[{scores.min().item()}, {scores.max().item()}]")
+        aux = {"acc": acc, "reward": reward, "length": lengths.float()}
+        if self.training:
+            temperature = self.temperature if mode == "sample" else 1.0
+            token_logp, token_entropy = self.sender.log_probs(prefix_features, tokens, lengths, temperature)
+            seq_logp = token_logp.sum(1)
+            if self.logprob_reduction == "mean":
+                seq_logp = seq_logp / lengths
+            entropy = token_entropy.sum(1) / lengths
+            baseline = self.baseline.predict(reward)
+            loss = policy_gradient_loss(seq_logp, advantages(reward, baseline, self.normalize_advantage),
+                                        entropy, self.entropy_coeff)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"non-finite loss {loss.item()}: log-probs {seq_logp.tolist()}")
+            self.baseline.update(reward)
+            aux.update(baseline=baseline.detach(), logp=seq_logp.detach(), entropy=entropy.detach())
+        else:
+            loss = -reward.mean()
+        message = F.pad(tokens, (0, self.max_len - tokens.size(1)), value=self.sender.pad_id)
+        if labels is None:
+            labels = targets
+        interaction = self.logging_strategy.filtered_interaction(
+            sender_input=None, receiver_input=None, labels=labels, aux_input=None, message=message,
+            receiver_output=None, message_length=lengths, aux=aux,
+        )
+        return loss, interaction
+
+    def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
+        """Trainable parameters and the baseline's state; frozen weights are rebuilt from their files."""
+        trainable = {name for name, p in self.named_parameters() if p.requires_grad}
+        return {k: v for k, v in self.state_dict().items() if k in trainable or k.startswith("baseline.")}
+
+    def load_checkpoint_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        expected = set(self.checkpoint_state_dict())
+        not_loaded = expected & set(missing)
+        if unexpected or not_loaded:
+            raise ValueError(f"checkpoint does not match this game: missing {sorted(not_loaded)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]} (was it made with other trainable parts?)")

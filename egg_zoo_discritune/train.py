@@ -1,0 +1,144 @@
+"""Discriminative finetuning of a captioner: ``python -m egg.zoo.discritune.train --help``.
+
+Builds the ClipCap sender, the frozen CLIP receiver and the game from the options, plays it on the
+training images with EGG's Trainer (or the built-in one), and writes into the run directory: the
+resolved config, ``log.jsonl``, checkpoints of the trainable state, and the finetuned captioner in
+ClipCap's own file format (``clipcap_finetuned.pt``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from egg_zoo_discritune.archs.clip import load_retriever
+from egg_zoo_discritune.archs.clipcap import build_clipcap
+from egg_zoo_discritune.engine.checkpoint import CheckpointSaver, ExportOnTrainEnd, load_checkpoint, restore
+from egg_zoo_discritune.config import TrainConfig, parse_config
+from egg_zoo_discritune.data_loaders import dataset_records
+from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset, image_loader
+from egg_zoo_discritune.egg_compat import load_engine
+from egg_zoo_discritune.games.baselines import build_baseline
+from egg_zoo_discritune.games.discriminative import DiscriminativeGame
+from egg_zoo_discritune.run_dir import CONFIG_FILE, LOG_FILE, JsonlLogger, latest_checkpoint, prepare_run_dir, write_json
+
+log = logging.getLogger("discritune")
+
+OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+EXPORT_FILE = "clipcap_finetuned.pt"
+
+
+def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, object]:
+    """The game and the image preprocessing its inputs need."""
+    receiver, preprocess = load_retriever(cfg.receiver.receiver, cfg.receiver.receiver_tokenizer,
+                                          cfg.receiver.similarity)
+    sender_encoder = None
+    if cfg.sender.sender_clip and cfg.sender.sender_clip != cfg.receiver.receiver:
+        sender_encoder, sender_preprocess = load_retriever(cfg.sender.sender_clip, cfg.receiver.receiver_tokenizer)
+        if sender_preprocess.crop_size != preprocess.crop_size:
+            raise ValueError(f"--sender_clip {cfg.sender.sender_clip} takes {sender_preprocess.crop_size} images but "
+                             f"the retriever {preprocess.crop_size}; both must read the same pixels")
+    encoder = sender_encoder or receiver
+    sender = build_clipcap(
+        cfg.sender.gpt2, cfg.sender.clipcap_weights, cfg.sender.mapping,
+        clip_dim=encoder.model.config.projection_dim, prefix_length=cfg.sender.prefix_length,
+        clip_length=cfg.sender.clip_length, num_layers=cfg.sender.mapper_layers, stop_rule=cfg.sender.stop_rule,
+        trainable=cfg.sender.trainable, feature_name=encoder.name,
+    )
+    mapper_in = next(m for m in sender.clip_project.modules() if isinstance(m, torch.nn.Linear)).in_features
+    if mapper_in != encoder.model.config.projection_dim:
+        raise ValueError(f"the ClipCap mapper takes {mapper_in}-d image features but {encoder.name} gives "
+                         f"{encoder.model.config.projection_dim}-d ones (the released ClipCap weights need CLIP ViT-B/32)")
+    strategy = engine.LoggingStrategy(store_sender_input=False, store_receiver_input=False, store_labels=True,
+                                      store_aux_input=False, store_message=True, store_receiver_output=False,
+                                      store_message_length=True)
+    game = DiscriminativeGame(
+        sender, receiver, build_baseline(cfg.game.baseline, cfg.game.baseline_decay), strategy,
+        reward=cfg.game.reward, normalize_advantage=cfg.game.normalize_advantage,
+        logprob_reduction=cfg.game.logprob_reduction, entropy_coeff=cfg.game.entropy_coeff,
+        train_decoding=cfg.game.train_decoding, test_decoding=cfg.game.test_decoding,
+        temperature=cfg.game.temperature, beam_size=cfg.game.beam_size, max_len=cfg.egg.max_len,
+        sender_image_encoder=sender_encoder,
+    )
+    return game, lambda image: preprocess(images=image, return_tensors="pt").pixel_values[0]
+
+
+def _dataset(cfg: TrainConfig, split: str, annotations: Optional[str], limit: int, preprocess) -> ImageRecordsDataset:
+    records = dataset_records(cfg.data.dataset, split, cfg.data.data_root, annotations, cfg.data.include_restval)
+    if limit:
+        records = records[:limit]
+    return ImageRecordsDataset(records, preprocess, source=f"{cfg.data.dataset}:{split}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Path:
+    """Trains and returns the run directory."""
+    cfg = parse_config(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_dir = prepare_run_dir(cfg.egg.checkpoint_dir, cfg.run.preset or "run", cfg.run.resume)
+    random.seed(cfg.egg.random_seed)
+    torch.manual_seed(cfg.egg.random_seed)
+    device = torch.device("cuda" if torch.cuda.is_available() and not cfg.egg.no_cuda else "cpu")
+    engine = load_engine(cfg.run.engine)
+    log.info("engine: %s, device: %s, run directory: %s", engine.name, device, run_dir)
+
+    game, preprocess = build_game(cfg, engine)
+    train_set = _dataset(cfg, cfg.data.train_split, cfg.data.annotations, cfg.data.max_train_images, preprocess)
+    if len(train_set) < cfg.egg.batch_size:
+        raise ValueError(f"{len(train_set)} training images, fewer than one batch of {cfg.egg.batch_size}")
+    train_data = image_loader(train_set, cfg.egg.batch_size, shuffle_seed=cfg.egg.random_seed,
+                              num_workers=cfg.data.num_workers)
+    val_annotations = cfg.data.val_annotations if cfg.data.dataset == "generic" else cfg.data.annotations
+    val_data = val_set = None
+    if cfg.egg.validation_freq > 0 and (cfg.data.dataset != "generic" or val_annotations):
+        val_set = _dataset(cfg, cfg.data.val_split, val_annotations, cfg.data.max_val_images, preprocess)
+        if len(val_set) < cfg.egg.batch_size:
+            raise ValueError(f"{len(val_set)} validation images, fewer than one block of {cfg.egg.batch_size} "
+                             "candidates; lower --batch_size or add images")
+        val_data = image_loader(val_set, cfg.egg.batch_size, num_workers=cfg.data.num_workers)
+
+    optimizer = OPTIMIZERS[cfg.egg.optimizer](game.sender.trainable_parameters(), lr=cfg.egg.lr)
+    config_dict = dataclasses.asdict(cfg)
+    if not cfg.run.resume:
+        write_json(run_dir / CONFIG_FILE, config_dict)
+    callbacks = [
+        engine.ConsoleLogger(print_train_loss=True, as_json=True),
+        engine.ProgressBarLogger(n_epochs=cfg.egg.n_epochs, train_data_len=len(train_data),
+                                 test_data_len=len(val_data) if val_data is not None else 0),
+        JsonlLogger(run_dir / LOG_FILE, cfg.run.log_every),
+        CheckpointSaver(str(run_dir), cfg.egg.checkpoint_freq, metadata={"config": config_dict}),
+        ExportOnTrainEnd(run_dir / EXPORT_FILE, game.sender.clipcap_state_dict),
+    ]
+    trainer = engine.make_trainer(game, optimizer, train_data, val_data, callbacks, device=device,
+                                  validation_freq=cfg.egg.validation_freq, update_freq=cfg.egg.update_freq,
+                                  fp16=cfg.egg.fp16, grad_norm=cfg.egg.grad_norm, random_seed=cfg.egg.random_seed)
+    checkpoint = latest_checkpoint(run_dir) if cfg.run.resume else cfg.egg.load_from_checkpoint
+    if checkpoint:
+        restore(trainer, load_checkpoint(Path(checkpoint)))
+        train_data.loader.sampler.set_epoch(trainer.start_epoch)
+        log.info("resumed from %s at epoch %d", checkpoint, trainer.start_epoch)
+    trainer.train(cfg.egg.n_epochs)
+
+    for name, dataset in (("train", train_set), ("validation", val_set)):
+        if dataset is not None and dataset.n_skipped:
+            log.warning("%s: skipped %d images (%d missing, %d undecodable)", name, dataset.n_skipped,
+                        dataset.n_missing, dataset.n_undecodable)
+    log.info("done: checkpoints and %s in %s", EXPORT_FILE, run_dir)
+    return run_dir
+
+
+def cli() -> None:
+    """Entry point: errors about missing files or bad input are printed as one line, not a traceback."""
+    try:
+        main()
+    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    cli()

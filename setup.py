@@ -1,0 +1,45 @@
+"""Install: ``pip install -e ".[test]"`` (or ``pip install .``).
+
+Besides the package this installs ``egg_zoo_discritune.pth`` at the top of site-packages: it makes
+``python -m egg.zoo.discritune.train`` work with or without EGG (see egg_zoo_discritune/_egg_alias.py).
+"""
+
+import os
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+PTH = "egg_zoo_discritune.pth"
+
+
+class BuildPyWithAlias(build_py):
+    """Also puts the .pth file at the root of the wheel; an editable build has no build tree in the
+    wheel, so there it goes where the editable wheel's top-level files are collected."""
+
+    def run(self):
+        super().run()
+        if self.editable_mode:
+            target = self.get_finalized_command("install").install_lib
+        else:
+            target = self.build_lib
+        self.copy_file(PTH, os.path.join(target, PTH))
+
+
+setup(
+    name="egg-zoo-discritune",
+    version="0.1.0",
+    description="DiscriTune for EGG: discriminative finetuning of image captioners against a frozen retriever",
+    packages=find_packages(include=["egg_zoo_discritune", "egg_zoo_discritune.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch==2.13.0",
+        "transformers>=5.24,<6",
+        "tokenizers",
+        "safetensors",
+        "pillow",
+        "numpy",
+        "tqdm",
+    ],
+    extras_require={"test": ["pytest>=8", "setuptools>=64"]},
+    cmdclass={"build_py": BuildPyWithAlias},
+)
