@@ -52,6 +52,7 @@ class ClipCapSender(nn.Module):
         self.stop_ids = stop_token_ids(tokenizer, stop_rule)
         self.feature_name = feature_name
         self.set_trainable(trainable)
+        self.train()
 
     @property
     def pad_id(self) -> int:
