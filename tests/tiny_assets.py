@@ -101,12 +101,12 @@ def write_clip(directory: Path, seed: int = 0) -> Path:
     return directory
 
 
-def draw_image(path: Path, colour: str, shape: str, size: int = 48) -> None:
+def draw_image(path: Path, colour: str, shape: str, size: int = 48, fmt: str = "PNG") -> None:
     image = Image.new("RGB", (size + 8, size), (128, 128, 128))
     draw = ImageDraw.Draw(image)
     box = (8, 8, size - 8, size - 8)
     (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=COLOURS[colour])
-    image.save(path)
+    image.save(path, format=fmt)
 
 
 def write_images(directory: Path, n: int) -> list[tuple[str, str]]:

@@ -27,7 +27,7 @@ class MeanBaseline(nn.Module):
         self.register_buffer("n_updates", torch.zeros((), dtype=torch.long))
 
     def predict(self, values: torch.Tensor) -> torch.Tensor:
-        return self.mean.to(values).expand_as(values)
+        return self.mean.clone().to(values).expand_as(values)
 
     def update(self, values: torch.Tensor) -> None:
         self.n_updates += 1

@@ -22,7 +22,7 @@ class ExponentialBaseline(nn.Module):
     def predict(self, values: torch.Tensor) -> torch.Tensor:
         if self.n_updates == 0:
             return values.detach().float().mean().to(values).expand_as(values)
-        return self.mean.to(values).expand_as(values)
+        return self.mean.clone().to(values).expand_as(values)
 
     def update(self, values: torch.Tensor) -> None:
         batch_mean = values.detach().float().mean()

@@ -1,0 +1,116 @@
+import pytest
+import torch
+from torch import nn
+
+from egg_zoo_discritune.egg_compat import load_engine
+from egg_zoo_discritune.engine.interaction import LoggingStrategy
+from egg_zoo_discritune.games.baselines import build_baseline
+from egg_zoo_discritune.games.discriminative import DiscriminativeGame
+from egg_zoo_discritune.train import build_game
+from egg_zoo_discritune.config import parse_config
+
+
+class StubSender(nn.Module):
+    """Fixed captions whose log-probabilities are a parameter, so the loss can be written by hand."""
+
+    pad_id = 0
+
+    def __init__(self):
+        super().__init__()
+        self.token_logp = nn.Parameter(torch.tensor([[-1.0, -0.5, 0.0], [-2.0, 0.0, 0.0]]))
+        self.tokens = torch.tensor([[5, 6, 7], [8, 9, 0]])
+        self.lengths = torch.tensor([3, 2])
+
+    def generate(self, features, mode, max_new_tokens, num_beams, temperature):
+        self.mode = mode
+        return self.tokens, self.lengths
+
+    def log_probs(self, features, tokens, lengths, temperature):
+        mask = torch.arange(3) < lengths.unsqueeze(1)
+        return self.token_logp * mask, torch.ones(2, 3) * mask
+
+    def decode(self, tokens, lengths):
+        return ["first", "second"]
+
+
+class StubReceiver(nn.Module):
+    def encode_images(self, pixels):
+        return torch.eye(2)
+
+    def encode_texts(self, texts):
+        return torch.tensor([[2.0, 0.0], [1.0, 1.0]])
+
+    def score(self, text, image):
+        return text @ image.t()
+
+
+def _game(**kwargs):
+    return DiscriminativeGame(StubSender(), StubReceiver(), build_baseline("mean"), LoggingStrategy(), max_len=5,
+                              **kwargs)
+
+
+def test_reinforce_loss_and_interaction_by_hand():
+    game = _game()
+    loss, interaction = game(torch.zeros(2, 3, 4, 4), torch.tensor([10, 11]))
+    # scores [[2, 0], [1, 1]]: rewards log softmax of the diagonal; baseline 0 at the first step.
+    rewards = torch.tensor([2 - torch.log(torch.exp(torch.tensor(2.0)) + 1).item(), -torch.log(torch.tensor(2.0)).item()])
+    seq_logp = torch.tensor([-1.5, -2.0])
+    torch.testing.assert_close(loss, -(rewards * seq_logp).mean())
+    torch.testing.assert_close(interaction.aux["reward"], rewards)
+    assert interaction.aux["acc"].tolist() == [1.0, 1.0]
+    assert interaction.aux["baseline"].tolist() == [0.0, 0.0]
+    assert interaction.message.tolist() == [[5, 6, 7, 0, 0], [8, 9, 0, 0, 0]]
+    assert interaction.message_length.tolist() == [3, 2]
+    assert interaction.labels.tolist() == [10, 11]
+    assert game.sender.mode == "greedy"
+    loss.backward()
+    torch.testing.assert_close(game.sender.token_logp.grad[:, 0], -rewards / 2)
+    # The next step subtracts the running mean of the first step's rewards.
+    loss, interaction = game(torch.zeros(2, 3, 4, 4))
+    torch.testing.assert_close(interaction.aux["baseline"], rewards.mean().expand(2))
+    torch.testing.assert_close(loss, -((rewards - rewards.mean()) * seq_logp).mean())
+
+
+def test_mean_log_prob_reduction_and_entropy_bonus():
+    loss, interaction = _game(logprob_reduction="mean", entropy_coeff=0.5)(torch.zeros(2, 3, 4, 4))
+    rewards = interaction.aux["reward"]
+    torch.testing.assert_close(interaction.aux["logp"], torch.tensor([-0.5, -1.0]))
+    torch.testing.assert_close(loss, -(rewards * torch.tensor([-0.5, -1.0])).mean() - 0.5 * 1.0)
+
+
+def test_evaluation_uses_test_decoding_and_leaves_the_baseline():
+    game = _game().eval()
+    with torch.no_grad():
+        loss, interaction = game(torch.zeros(2, 3, 4, 4))
+    assert game.sender.mode == "beam"
+    assert game.baseline.n_updates.item() == 0
+    torch.testing.assert_close(loss, -interaction.aux["reward"].mean())
+
+
+def test_non_finite_rewards_stop_the_step():
+    game = _game()
+    game.receiver.encode_texts = lambda texts: torch.tensor([[float("nan"), 0.0], [1.0, 1.0]])
+    with pytest.raises(FloatingPointError, match="non-finite reward"):
+        game(torch.zeros(2, 3, 4, 4))
+
+
+def test_training_changes_every_trainable_parameter_and_no_frozen_one(tiny):
+    cfg = parse_config(["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights),
+                        "--receiver", str(tiny.clip), "--max_len", "8"])
+    engine = load_engine("builtin")
+    game, _ = build_game(cfg, engine)
+    before = {k: v.clone() for k, v in game.state_dict().items()}
+    trainable = {n for n, p in game.named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("sender.") for n in trainable)
+    optimizer = torch.optim.Adam(game.sender.trainable_parameters(), lr=1e-3)
+    torch.manual_seed(0)
+    batches = [(torch.randn(4, 3, 32, 32), torch.arange(4)) for _ in range(3)]
+    trainer = engine.make_trainer(game, optimizer, batches, None, [], device=torch.device("cpu"))
+    trainer.train(1)
+    after = game.state_dict()
+    for name, value in before.items():
+        if name in trainable:
+            assert not torch.equal(value, after[name]), f"trainable {name} did not change"
+        elif name.startswith("receiver."):
+            assert torch.equal(value, after[name]), f"frozen {name} changed"
+    assert game.baseline.n_updates.item() == 3
