@@ -41,5 +41,6 @@ setup(
         "tqdm",
     ],
     extras_require={"test": ["pytest>=8", "setuptools>=64"]},
+    entry_points={"console_scripts": ["discritune-train = egg_zoo_discritune.train:cli"]},
     cmdclass={"build_py": BuildPyWithAlias},
 )

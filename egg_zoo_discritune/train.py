@@ -85,6 +85,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     torch.manual_seed(cfg.egg.random_seed)
     device = torch.device("cuda" if torch.cuda.is_available() and not cfg.egg.no_cuda else "cpu")
     engine = load_engine(cfg.run.engine)
+    if cfg.egg.fp16 and device.type != "cuda":
+        log.warning("--fp16 needs a CUDA device; training on %s in float32", device)
     log.info("engine: %s, device: %s, run directory: %s", engine.name, device, run_dir)
 
     game, preprocess = build_game(cfg, engine)

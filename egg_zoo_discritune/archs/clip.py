@@ -10,7 +10,7 @@ from typing import Optional
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel, PreTrainedTokenizerBase
+from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel, PreTrainedTokenizerBase
 
 from egg_zoo_discritune.archs.openai_clip import clip_from_openai_state_dict
 from egg_zoo_discritune.archs.weights import load_state_dict_file, pretrained_or_error
@@ -61,21 +61,21 @@ class ClipRetriever(nn.Module):
         return cosine * self.model.logit_scale.exp().float() if self.similarity == "scaled_cosine" else cosine
 
 
-def image_processor_for(model: CLIPModel, source: str) -> CLIPImageProcessor:
+def image_processor_for(model: CLIPModel, source: str) -> CLIPImageProcessorPil:
     """The preprocessing saved with the model, else OpenAI's (bicubic resize, centre crop, CLIP mean/std)."""
     path = Path(source)
     if path.is_file() or (path.is_dir() and not (path / "preprocessor_config.json").is_file()):
         return _default(model)
-    return pretrained_or_error(CLIPImageProcessor, source, "the CLIP image processor")
+    return pretrained_or_error(CLIPImageProcessorPil, source, "the CLIP image processor")
 
 
-def _default(model: CLIPModel) -> CLIPImageProcessor:
+def _default(model: CLIPModel) -> CLIPImageProcessorPil:
     size = model.config.vision_config.image_size
-    return CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
+    return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
 def load_retriever(source: str, tokenizer: Optional[str] = None, similarity: str = "dot"
-                   ) -> tuple[ClipRetriever, CLIPImageProcessor]:
+                   ) -> tuple[ClipRetriever, CLIPImageProcessorPil]:
     """A frozen retriever and its image preprocessing from a HF directory / hub id or an OpenAI ``.pt`` file.
 
     ``tokenizer`` (directory or hub id) is needed for ``.pt`` files, which carry no tokenizer; it

@@ -170,7 +170,7 @@ def build_clipcap(gpt2: str, weights: Optional[str] = None, mapping: str = "mlp"
         else:
             raise ValueError(f"unknown mapping {mapping!r}; expected mlp or transformer")
         return ClipCapSender(gpt, mapper, tokenizer, stop_rule, trainable, feature_name)
-    state = load_state_dict_file(Path(weights), "a ClipCap checkpoint (coco_weights.pt / conceptual_weights.pt)")
+    state = load_state_dict_file(Path(weights), "the ClipCap checkpoint (--clipcap_weights)")
     config = pretrained_or_error(AutoConfig, gpt2, "the GPT-2 config")
     sender = ClipCapSender(GPT2LMHeadModel(config), _mapper_from_state(state, config.n_embd), tokenizer,
                            stop_rule, trainable, feature_name)

@@ -1,0 +1,1 @@
+"""Captioners (senders) and retrievers (receivers)."""

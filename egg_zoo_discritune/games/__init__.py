@@ -1,0 +1,1 @@
+"""The discriminative game, its rewards and baselines."""
