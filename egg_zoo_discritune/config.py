@@ -17,7 +17,10 @@ from typing import Any, Optional, Sequence
 
 
 def opt(default: Any, help: str, choices: Optional[Sequence] = None) -> Any:
-    return field(default=default, metadata={"help": help, "choices": choices})
+    metadata = {"help": help, "choices": choices}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass
@@ -142,13 +145,35 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 _GROUPS = [(name, f.default_factory) for name, f in TrainConfig.__dataclass_fields__.items()]
-_OWNER = {f.name: cls for _, cls in _GROUPS for f in dataclasses.fields(cls)}
 
 
-def _field_type(f: dataclasses.Field) -> type:
-    tp = typing.get_type_hints(_OWNER[f.name])[f.name]
+def _field_type(cls: type, f: dataclasses.Field) -> type:
+    tp = typing.get_type_hints(cls)[f.name]
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    return args[0] if args and (typing.get_origin(tp) in (typing.Union, types.UnionType)) else tp
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return args[0]
+    return tp
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """One flag per field of the dataclass ``cls``, in a group named after it; list fields take several values."""
+    group = parser.add_argument_group(cls.__name__.replace("Options", ""), cls.__doc__)
+    for f in dataclasses.fields(cls):
+        tp = _field_type(cls, f)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        kwargs = dict(default=default, help=f"{f.metadata['help']} (default: %(default)s)")
+        if tp is bool:
+            action = argparse.BooleanOptionalAction if default else "store_true"
+            group.add_argument(f"--{f.name}", action=action, **kwargs)
+        elif typing.get_origin(tp) is list:
+            group.add_argument(f"--{f.name}", type=typing.get_args(tp)[0], nargs="+",
+                               choices=f.metadata["choices"], **kwargs)
+        else:
+            group.add_argument(f"--{f.name}", type=tp, choices=f.metadata["choices"], **kwargs)
+
+
+def options_from(namespace: argparse.Namespace, cls: type) -> Any:
+    return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,15 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="presets: " + "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items()),
     )
     for _, cls in _GROUPS:
-        group = parser.add_argument_group(cls.__name__.replace("Options", ""), cls.__doc__)
-        for f in dataclasses.fields(cls):
-            tp = _field_type(f)
-            kwargs = dict(default=f.default, help=f"{f.metadata['help']} (default: %(default)s)")
-            if tp is bool:
-                action = argparse.BooleanOptionalAction if f.default else "store_true"
-                group.add_argument(f"--{f.name}", action=action, **kwargs)
-            else:
-                group.add_argument(f"--{f.name}", type=tp, choices=f.metadata["choices"], **kwargs)
+        add_options(parser, cls)
     return parser
 
 
@@ -178,6 +195,5 @@ def parse_config(argv: Sequence[str]) -> TrainConfig:
         if preset not in PRESETS:
             parser.error(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
         parser.set_defaults(**PRESETS[preset])
-    namespace = vars(parser.parse_args(argv))
-    return TrainConfig(**{name: cls(**{f.name: namespace[f.name] for f in dataclasses.fields(cls)})
-                          for name, cls in _GROUPS})
+    namespace = parser.parse_args(argv)
+    return TrainConfig(**{name: options_from(namespace, cls) for name, cls in _GROUPS})

@@ -17,13 +17,12 @@ from typing import Optional, Sequence
 
 import torch
 
-from egg_zoo_discritune.archs.clip import load_retriever
-from egg_zoo_discritune.archs.clipcap import build_clipcap
 from egg_zoo_discritune.engine.checkpoint import CheckpointSaver, ExportOnTrainEnd, load_checkpoint, restore
 from egg_zoo_discritune.config import TrainConfig, parse_config
 from egg_zoo_discritune.data_loaders import dataset_records
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset, image_loader
 from egg_zoo_discritune.egg_compat import load_engine
+from egg_zoo_discritune.factory import EXPORT_FILE, Preprocess, load_clips, load_sender
 from egg_zoo_discritune.games.baselines import build_baseline
 from egg_zoo_discritune.games.discriminative import DiscriminativeGame
 from egg_zoo_discritune.run_dir import CONFIG_FILE, LOG_FILE, JsonlLogger, latest_checkpoint, prepare_run_dir, write_json
@@ -31,30 +30,12 @@ from egg_zoo_discritune.run_dir import CONFIG_FILE, LOG_FILE, JsonlLogger, lates
 log = logging.getLogger("discritune")
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-EXPORT_FILE = "clipcap_finetuned.pt"
 
 
-def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, object]:
+def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, Preprocess]:
     """The game and the image preprocessing its inputs need."""
-    receiver, preprocess = load_retriever(cfg.receiver.receiver, cfg.receiver.receiver_tokenizer,
-                                          cfg.receiver.similarity)
-    sender_encoder = None
-    if cfg.sender.sender_clip and cfg.sender.sender_clip != cfg.receiver.receiver:
-        sender_encoder, sender_preprocess = load_retriever(cfg.sender.sender_clip, cfg.receiver.receiver_tokenizer)
-        if sender_preprocess.crop_size != preprocess.crop_size:
-            raise ValueError(f"--sender_clip {cfg.sender.sender_clip} takes {sender_preprocess.crop_size} images but "
-                             f"the retriever {preprocess.crop_size}; both must read the same pixels")
-    encoder = sender_encoder or receiver
-    sender = build_clipcap(
-        cfg.sender.gpt2, cfg.sender.clipcap_weights, cfg.sender.mapping,
-        clip_dim=encoder.model.config.projection_dim, prefix_length=cfg.sender.prefix_length,
-        clip_length=cfg.sender.clip_length, num_layers=cfg.sender.mapper_layers, stop_rule=cfg.sender.stop_rule,
-        trainable=cfg.sender.trainable, feature_name=encoder.name,
-    )
-    mapper_in = next(m for m in sender.clip_project.modules() if isinstance(m, torch.nn.Linear)).in_features
-    if mapper_in != encoder.model.config.projection_dim:
-        raise ValueError(f"the ClipCap mapper takes {mapper_in}-d image features but {encoder.name} gives "
-                         f"{encoder.model.config.projection_dim}-d ones (the released ClipCap weights need CLIP ViT-B/32)")
+    receiver, sender_encoder, preprocess = load_clips(cfg.receiver, cfg.sender.sender_clip)
+    sender = load_sender(cfg.sender, sender_encoder or receiver)
     strategy = engine.LoggingStrategy(store_sender_input=False, store_receiver_input=False, store_labels=True,
                                       store_aux_input=False, store_message=True, store_receiver_output=False,
                                       store_message_length=True)
@@ -66,7 +47,7 @@ def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, object]:
         temperature=cfg.game.temperature, beam_size=cfg.game.beam_size, max_len=cfg.egg.max_len,
         sender_image_encoder=sender_encoder,
     )
-    return game, lambda image: preprocess(images=image, return_tensors="pt").pixel_values[0]
+    return game, preprocess
 
 
 def _dataset(cfg: TrainConfig, split: str, annotations: Optional[str], limit: int, preprocess) -> ImageRecordsDataset:

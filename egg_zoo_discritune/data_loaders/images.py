@@ -6,8 +6,10 @@ skipped when loaded. Both are counted, never replaced by another image or by zer
 
 from __future__ import annotations
 
+import io
 import logging
 import multiprocessing
+import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
@@ -23,9 +25,12 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".
 
 @dataclass
 class ImageRecord:
+    """An image file, or the member ``member`` of the tar archive ``path`` (webdataset shards)."""
+
     path: Path
     image_id: str
     captions: list[str] = field(default_factory=list)
+    member: Optional[str] = None
 
 
 class ImageRecordsDataset(Dataset):
@@ -43,6 +48,15 @@ class ImageRecordsDataset(Dataset):
         self.source = source
         # One flag per record, shared with DataLoader workers, so undecodable images are counted once.
         self._failed = multiprocessing.Array("b", max(len(present), 1), lock=False)
+        self._archives: dict[Path, tarfile.TarFile] = {}  # opened lazily, in each worker
+
+    def _open(self, record: ImageRecord) -> Image.Image:
+        if record.member is None:
+            return Image.open(record.path)
+        if record.path not in self._archives:
+            self._archives[record.path] = tarfile.open(record.path)
+        archive = self._archives[record.path]
+        return Image.open(io.BytesIO(archive.extractfile(archive.getmember(record.member)).read()))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -50,11 +64,12 @@ class ImageRecordsDataset(Dataset):
     def __getitem__(self, index: int) -> Optional[tuple[torch.Tensor, int]]:
         record = self.records[index]
         try:
-            with Image.open(record.path) as image:
+            with self._open(record) as image:
                 pixels = self.preprocess(image.convert("RGB"))
-        except (OSError, UnidentifiedImageError, ValueError) as err:
+        except (OSError, UnidentifiedImageError, ValueError, KeyError, tarfile.TarError) as err:
             if not self._failed[index]:
-                log.warning("skipping undecodable image %s: %s", record.path, err)
+                log.warning("skipping undecodable image %s%s: %s", record.path,
+                            f"[{record.member}]" if record.member else "", err)
             self._failed[index] = 1
             return None
         return pixels, index

@@ -1,0 +1,166 @@
+"""Evaluation across domains: ``python -m egg_zoo_discritune.evaluate --help``.
+
+For each checkpoint and each test set: captions (beam search by default), P@1 over consecutive blocks
+of 100 images, recall@1/5 over the whole set, and BLEU-4/METEOR/ROUGE-L/CIDEr(/SPICE). Writes
+``results.json``, ``results.csv``, ``results.md`` (the paper's table layouts) and the captions per image
+(``captions/<model>__<set>.jsonl``) into ``--output_dir``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from egg_zoo_discritune.captioning import encode_images, encode_texts, write_captions
+from egg_zoo_discritune.config import ReceiverOptions, SenderOptions, add_options, opt, options_from
+from egg_zoo_discritune.data_loaders.eval_sets import EVAL_SETS, PAPER_SETS, parse_eval_set
+from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset
+from egg_zoo_discritune.factory import PRETRAINED, load_clips, load_sender_from
+from egg_zoo_discritune.metrics.nlg import caption_metrics
+from egg_zoo_discritune.metrics.retrieval import precision_at_1, recall_at_k
+from egg_zoo_discritune.report import markdown_tables, write_csv
+
+log = logging.getLogger("discritune")
+HUMAN = "Human captions"
+
+
+@dataclass
+class EvalOptions:
+    """What to evaluate, on what, and where the results go."""
+
+    checkpoints: list[str] = opt([PRETRAINED], "models: 'pretrained' (--clipcap_weights as released), run directories, "
+                                               "training checkpoints (.tar) or ClipCap files (.pt)")
+    test_sets: list[str] = opt(list(PAPER_SETS), f"test sets NAME or NAME:SPLIT; names: {', '.join(EVAL_SETS)}")
+    data_dir: str = opt("data", "folder holding one sub-folder per dataset (coco/, flickr30k/, conceptual/, "
+                                "nocaps/, concadia/)")
+    root: list[str] = opt([], "where one dataset lives instead, as NAME=PATH (e.g. concadia=/data/concadia)")
+    decoding: str = opt("beam", "caption decoding", ("beam", "greedy"))
+    beam_size: int = opt(5, "beams (the paper: 5)")
+    max_len: int = opt(40, "maximum caption tokens")
+    batch_size: int = opt(100, "images per captioning batch")
+    block_size: int = opt(100, "candidates per P@1 block (the paper: 100)")
+    limit: int = opt(0, "evaluate only the first N images of each set, for a quick look (0: all)")
+    human: bool = opt(True, "also score the first human reference per image (the paper's 'Human captions' row)")
+    nlg: bool = opt(True, "compute BLEU/METEOR/ROUGE-L/CIDEr/SPICE (needs Java)")
+    spice_jars: Optional[str] = opt(None, "folder with the Stanford CoreNLP 3.6.0 jars SPICE needs")
+    output_dir: str = opt("eval", "where results and captions are written")
+    num_workers: int = opt(4, "DataLoader worker processes that decode images")
+    no_cuda: bool = opt(False, "run on the CPU even when a GPU is available")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m egg_zoo_discritune.evaluate", description=__doc__.split("\n")[0])
+    for cls in (EvalOptions, SenderOptions, ReceiverOptions):
+        add_options(parser, cls)
+    return parser
+
+
+def versions() -> dict:
+    names = ("egg-zoo-discritune", "torch", "transformers", "pycocoevalcap")
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return {"python": platform.python_version(), **found}
+
+
+def _model_name(spec: str) -> str:
+    if spec == PRETRAINED:
+        return "ClipCap (pretrained)"
+    path = Path(spec)
+    return path.name if path.is_dir() else f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def _score(texts_features, encoded, retriever, opts) -> dict:
+    scores = precision_at_1(texts_features, encoded.features, retriever.score, opts.block_size)
+    return {**scores, **recall_at_k(texts_features, encoded.features, retriever.score)}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
+    """Evaluates every checkpoint on every test set; returns the result rows."""
+    namespace = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    opts, sender_opts = options_from(namespace, EvalOptions), options_from(namespace, SenderOptions)
+    receiver_opts = options_from(namespace, ReceiverOptions)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    device = torch.device("cuda" if torch.cuda.is_available() and not opts.no_cuda else "cpu")
+    roots = dict(r.split("=", 1) for r in opts.root)
+    out_dir = Path(opts.output_dir)
+    (out_dir / "captions").mkdir(parents=True, exist_ok=True)
+
+    retriever, sender_encoder, preprocess = load_clips(receiver_opts, sender_opts.sender_clip)
+    retriever.to(device)
+    if sender_encoder is not None:
+        sender_encoder.to(device)
+    datasets = {}
+    for spec in opts.test_sets:
+        eval_set, split = parse_eval_set(spec)
+        root = Path(roots.get(eval_set.name) or roots.get(eval_set.folder) or Path(opts.data_dir) / eval_set.folder)
+        records = eval_set.read(root, split)
+        datasets[spec] = (eval_set, split, ImageRecordsDataset(records[:opts.limit] if opts.limit else records,
+                                                               preprocess, source=spec))
+    encoded = {spec: encode_images(ds, retriever, sender_encoder, opts.batch_size, device, opts.num_workers, spec)
+               for spec, (_, _, ds) in datasets.items()}
+    common = {"decoding": opts.decoding, "beam_size": opts.beam_size if opts.decoding == "beam" else 1,
+              "max_len": opts.max_len, "block_size": opts.block_size, "retriever": receiver_opts.receiver,
+              "similarity": receiver_opts.similarity, "stop_rule": sender_opts.stop_rule, "versions": versions()}
+
+    def row(model: str, spec: str, metrics: dict, extra: dict) -> dict:
+        eval_set, split, dataset = datasets[spec]
+        title = eval_set.title if split == eval_set.split else f"{eval_set.title} ({split})"
+        return {"model": model, "test_set": spec, "title": title, "split": split,
+                "n_images": len(encoded[spec].indices), "n_skipped": dataset.n_skipped, **metrics, **extra, **common}
+
+    results = []
+    for checkpoint in opts.checkpoints:
+        sender, info = load_sender_from(checkpoint, sender_opts, sender_encoder or retriever)
+        sender.to(device).eval()
+        name = _model_name(checkpoint)
+        for spec, (_, _, dataset) in datasets.items():
+            images = encoded[spec]
+            captions = write_captions(sender, images.prefix_features, opts.decoding, opts.beam_size, opts.max_len,
+                                      opts.batch_size, desc=f"{name} {spec}")
+            metrics = _score(encode_texts(retriever, captions), images, retriever, opts)
+            records = [dataset.records[i] for i in images.indices.tolist()]
+            if opts.nlg:
+                metrics.update(caption_metrics({str(k): r.captions for k, r in enumerate(records)},
+                                               {str(k): c for k, c in enumerate(captions)}, opts.spice_jars))
+            with open(out_dir / "captions" / f"{name.replace('/', '_')}__{spec.replace(':', '_')}.jsonl", "w") as f:
+                for record, caption in zip(records, captions):
+                    f.write(json.dumps({"image_id": record.image_id, "path": str(record.path), "caption": caption,
+                                        "references": record.captions}) + "\n")
+            results.append(row(name, spec, metrics, info))
+            log.info("%s on %s: P@1 %.3f", name, spec, metrics["p_at_1"])
+    if opts.human:
+        for spec, (_, _, dataset) in datasets.items():
+            firsts = [(dataset.records[i].captions or [""])[0] for i in encoded[spec].indices.tolist()]
+            results.append(row(HUMAN, spec, _score(encode_texts(retriever, firsts), encoded[spec], retriever, opts),
+                               {"checkpoint": None}))
+
+    (out_dir / "results.json").write_text(json.dumps({"options": asdict(opts), "results": results}, indent=2) + "\n")
+    write_csv(results, out_dir / "results.csv")
+    table = markdown_tables(results)
+    (out_dir / "results.md").write_text(table)
+    print(table)
+    return results
+
+
+def cli() -> None:
+    try:
+        main()
+    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as err:
+        sys.exit(f"error: {err}")
+
+
+if __name__ == "__main__":
+    cli()

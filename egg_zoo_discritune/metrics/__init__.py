@@ -1,0 +1,1 @@
+"""Evaluation metrics: retrieval (P@1, recall@k) and caption quality (pycocoevalcap)."""
