@@ -39,8 +39,13 @@ setup(
         "pillow",
         "numpy",
         "tqdm",
+        "pycocoevalcap>=1.2",
     ],
     extras_require={"test": ["pytest>=8", "setuptools>=64"]},
-    entry_points={"console_scripts": ["discritune-train = egg_zoo_discritune.train:cli"]},
+    entry_points={"console_scripts": [
+        "discritune-train = egg_zoo_discritune.train:cli",
+        "discritune-evaluate = egg_zoo_discritune.evaluate:cli",
+        "discritune-caption = egg_zoo_discritune.caption:cli",
+    ]},
     cmdclass={"build_py": BuildPyWithAlias},
 )
