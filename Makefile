@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test clean
+.PHONY: install test demo clean
 
 install: $(VENV)/.installed
 
@@ -18,3 +18,7 @@ test: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The offline demo: builds the toy world once (~4 min), finetunes, prints the paper-layout tables.
+demo: install
+	$(PY) -m egg.zoo.discritune.train --preset demo

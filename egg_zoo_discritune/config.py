@@ -121,6 +121,7 @@ class RunOptions:
                       ("auto", "egg", "builtin"))
     resume: bool = opt(False, "continue the run in --checkpoint_dir from its newest checkpoint")
     log_every: int = opt(50, "write running means to log.jsonl every N updates")
+    toy_dir: str = opt("~/.cache/discritune/toyworld", "--preset demo: where the toy world is built on first use")
 
 
 @dataclass
@@ -138,6 +139,11 @@ PRESETS: dict[str, dict[str, Any]] = {
     # beam 5 in testing, at most 40 tokens, running-mean baseline, frozen CLIP ViT-B/32 retriever.
     "paper-coco": dict(dataset="coco", n_epochs=20, batch_size=100, lr=1e-7, clipcap_weights="coco_weights.pt",
                        baseline="mean", train_decoding="greedy", test_decoding="beam", beam_size=5, max_len=40),
+    # The offline miniature (DESIGN §7): tiny models made here, so its settings differ from the paper's
+    # (see README): sampling explores captions the vague captioner rarely writes greedily.
+    "demo": dict(dataset="generic", gpt2=None, receiver=None, n_epochs=8, batch_size=100, lr=2e-4, similarity="scaled_cosine",
+                 train_decoding="sample", normalize_advantage=True, logprob_reduction="mean", max_len=20,
+                 validation_freq=4, num_workers=2, log_every=20),
     "paper-concap": dict(dataset="conceptual", n_epochs=2, batch_size=100, lr=1e-7,
                          clipcap_weights="conceptual_weights.pt", baseline="mean", train_decoding="greedy",
                          test_decoding="beam", beam_size=5, max_len=40),
@@ -162,9 +168,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type) -> None:
         tp = _field_type(cls, f)
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         kwargs = dict(default=default, help=f"{f.metadata['help']} (default: %(default)s)")
-        if tp is bool:
-            action = argparse.BooleanOptionalAction if default else "store_true"
-            group.add_argument(f"--{f.name}", action=action, **kwargs)
+        if tp is bool:  # --flag / --no-flag, so a preset's True can be switched off
+            group.add_argument(f"--{f.name}", action=argparse.BooleanOptionalAction, **kwargs)
         elif typing.get_origin(tp) is list:
             group.add_argument(f"--{f.name}", type=typing.get_args(tp)[0], nargs="+",
                                choices=f.metadata["choices"], **kwargs)

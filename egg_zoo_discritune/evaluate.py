@@ -39,6 +39,7 @@ class EvalOptions:
 
     checkpoints: list[str] = opt([PRETRAINED], "models: 'pretrained' (--clipcap_weights as released), run directories, "
                                                "training checkpoints (.tar) or ClipCap files (.pt)")
+    labels: list[str] = opt([], "names of the checkpoints in the tables, in the same order (default: from their paths)")
     test_sets: list[str] = opt(list(PAPER_SETS), f"test sets NAME or NAME:SPLIT; names: {', '.join(EVAL_SETS)}")
     data_dir: str = opt("data", "folder holding one sub-folder per dataset (coco/, flickr30k/, conceptual/, "
                                 "nocaps/, concadia/)")
@@ -121,11 +122,13 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
         return {"model": model, "test_set": spec, "title": title, "split": split,
                 "n_images": len(encoded[spec].indices), "n_skipped": dataset.n_skipped, **metrics, **extra, **common}
 
+    if opts.labels and len(opts.labels) != len(opts.checkpoints):
+        raise ValueError(f"{len(opts.labels)} --labels for {len(opts.checkpoints)} --checkpoints")
     results = []
-    for checkpoint in opts.checkpoints:
+    for k, checkpoint in enumerate(opts.checkpoints):
         sender, info = load_sender_from(checkpoint, sender_opts, sender_encoder or retriever)
         sender.to(device).eval()
-        name = _model_name(checkpoint)
+        name = opts.labels[k] if opts.labels else _model_name(checkpoint)
         for spec, (_, _, dataset) in datasets.items():
             images = encoded[spec]
             captions = write_captions(sender, images.prefix_features, opts.decoding, opts.beam_size, opts.max_len,

@@ -25,6 +25,7 @@ from egg_zoo_discritune.egg_compat import load_engine
 from egg_zoo_discritune.factory import EXPORT_FILE, Preprocess, load_clips, load_sender
 from egg_zoo_discritune.games.baselines import build_baseline
 from egg_zoo_discritune.games.discriminative import DiscriminativeGame
+from egg_zoo_discritune.toyworld import demo
 from egg_zoo_discritune.run_dir import CONFIG_FILE, LOG_FILE, JsonlLogger, latest_checkpoint, prepare_run_dir, write_json
 
 log = logging.getLogger("discritune")
@@ -61,6 +62,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     """Trains and returns the run directory."""
     cfg = parse_config(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if cfg.run.preset == "demo":
+        cfg = demo.prepare(cfg)
     run_dir = prepare_run_dir(cfg.egg.checkpoint_dir, cfg.run.preset or "run", cfg.run.resume)
     random.seed(cfg.egg.random_seed)
     torch.manual_seed(cfg.egg.random_seed)
@@ -112,6 +115,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
             log.warning("%s: skipped %d images (%d missing, %d undecodable)", name, dataset.n_skipped,
                         dataset.n_missing, dataset.n_undecodable)
     log.info("done: checkpoints and %s in %s", EXPORT_FILE, run_dir)
+    if cfg.run.preset == "demo":
+        demo.report(cfg, run_dir)
     return run_dir
 
 

@@ -10,6 +10,7 @@ from typing import Callable
 from egg_zoo_discritune.data_loaders.coco import karpathy_records
 from egg_zoo_discritune.data_loaders.concadia import concadia_records
 from egg_zoo_discritune.data_loaders.conceptual import conceptual_records
+from egg_zoo_discritune.data_loaders.generic import manifest_records
 from egg_zoo_discritune.data_loaders.images import ImageRecord
 from egg_zoo_discritune.data_loaders.nocaps import nocaps_records
 
@@ -39,6 +40,11 @@ EVAL_SETS = {s.name: s for s in [
     EvalSet("concadia", "concadia", "test", concadia_records, "Concadia"),
     EvalSet("concadia-description", "concadia", "test",
             lambda root, split: concadia_records(root, split, "description"), "Concadia (descr.)"),
+    # The offline miniature (egg_zoo_discritune.toyworld): <root>/<split>.jsonl manifests.
+    EvalSet("toyworld", "toyworld", "test", lambda root, split: manifest_records(root / f"{split}.jsonl"),
+            "toy in-domain"),
+    EvalSet("toyworld-ood", "toyworld", "ood", lambda root, split: manifest_records(root / f"{split}.jsonl"),
+            "toy out-of-domain"),
 ]}
 PAPER_SETS = ("coco", "conceptual", "flickr30k", "nocaps-near", "nocaps-out", "concadia")
 
