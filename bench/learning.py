@@ -12,7 +12,6 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 from egg_zoo_discritune.train import main as train
@@ -22,6 +21,8 @@ VARIANTS = {
     "running mean, sampling": ["--baseline", "mean", "--no-normalize_advantage"],
     "exponential + norm., sampling": ["--baseline", "exponential", "--normalize_advantage"],
     "leave-one-out (batch) + norm., sampling": ["--baseline", "loo", "--normalize_advantage"],
+    "leave-one-out over 4 samples per image (RLOO) + norm., sampling": [
+        "--baseline", "loo", "--samples_per_image", "4", "--normalize_advantage"],
     "no baseline + norm., sampling": ["--baseline", "none", "--normalize_advantage"],
     "running mean + norm., greedy (paper)": ["--baseline", "mean", "--normalize_advantage",
                                               "--train_decoding", "greedy"],
@@ -30,7 +31,7 @@ VARIANTS = {
 
 def run(toy_dir: str, epochs: int, seed: int, extra: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = train(["--preset", "demo", "--toy_dir", toy_dir, "--checkpoint_dir", f"{tmp}/run",
+        run_dir = train(["--preset", "demo", "--no-demo_report", "--toy_dir", toy_dir, "--checkpoint_dir", f"{tmp}/run",
                          "--n_epochs", str(epochs), "--validation_freq", str(epochs), "--random_seed", str(seed),
                          *extra])
         tests = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()
@@ -44,16 +45,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="epochs of 60 updates (batch 100)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--out", default="bench/results/learning.json")
+    parser.add_argument("--only", nargs="+", choices=list(VARIANTS), help="run these variants and merge them "
+                        "into an existing --out of the same epochs and seeds")
     args = parser.parse_args()
-    results, start = {}, time.perf_counter()
-    for name, extra in VARIANTS.items():
-        results[name] = [run(args.toy_dir, args.epochs, seed, extra) for seed in args.seeds]
+    out = Path(args.out)
+    previous = json.loads(out.read_text()) if args.only and out.is_file() else {}
+    if previous and (previous["epochs"], previous["seeds"]) != (args.epochs, args.seeds):
+        parser.error(f"{out} holds other epochs or seeds")
+    results = previous.get("p_at_1", {})
+    for name in args.only or VARIANTS:
+        results[name] = [run(args.toy_dir, args.epochs, seed, VARIANTS[name]) for seed in args.seeds]
         print(name, results[name], flush=True)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"epochs": args.epochs, "seeds": args.seeds, "p_at_1": results,
-                                          "seconds": round(time.perf_counter() - start)}, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"epochs": args.epochs, "seeds": args.seeds, "p_at_1": results}, indent=2) + "\n")
     print(f"\n| variant ({args.epochs * 60} updates) | val P@1 median (%) | min-max (%) |\n|---|---|---|")
-    for name, values in results.items():
+    for name in [n for n in VARIANTS if n in results]:
+        values = results[name]
         print(f"| {name} | {100 * statistics.median(values):.1f} | {100 * min(values):.1f}-{100 * max(values):.1f} |")
 
 

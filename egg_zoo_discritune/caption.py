@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from egg_zoo_discritune.cli import run as run_cli
 from egg_zoo_discritune.captioning import encode_images, write_captions
 from egg_zoo_discritune.config import ReceiverOptions, SenderOptions, add_options, opt, options_from
 from egg_zoo_discritune.data_loaders.generic import generic_records
@@ -80,10 +81,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 
 
 def cli() -> None:
-    try:
-        main()
-    except (FileNotFoundError, ValueError) as err:
-        sys.exit(f"error: {err}")
+    run_cli(main)
 
 
 if __name__ == "__main__":

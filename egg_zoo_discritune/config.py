@@ -99,13 +99,15 @@ class GameOptions:
     reward: str = opt("discriminative", "log-probability of the target image (the paper), retrieval accuracy, "
                                         "or caption-image similarity", ("discriminative", "accuracy", "similarity"))
     baseline: str = opt("mean", "running mean of all rewards so far (EGG's MeanBaseline, the paper), exponential "
-                                "moving average, leave-one-out over the batch, or none",
+                                "moving average, leave-one-out (over the other samples of the same image with "
+                                "--samples_per_image > 1, else over the batch), or none",
                         ("mean", "exponential", "loo", "none"))
     baseline_decay: float = opt(0.9, "decay of the exponential baseline")
     normalize_advantage: bool = opt(False, "standardise advantages over the batch")
     logprob_reduction: str = opt("sum", "caption log-probability: sum of token log-probs (REINFORCE) or their mean "
                                         "(the authors' code)", ("sum", "mean"))
     entropy_coeff: float = opt(0.0, "weight of the entropy bonus")
+    samples_per_image: int = opt(1, "captions sampled per training image (> 1 needs --train_decoding sample)")
     train_decoding: str = opt("greedy", "decoding during training", ("greedy", "sample"))
     temperature: float = opt(1.0, "sampling temperature (--train_decoding sample; top-k and top-p are off)")
     test_decoding: str = opt("beam", "decoding for validation", ("beam", "greedy"))
@@ -122,6 +124,7 @@ class RunOptions:
     resume: bool = opt(False, "continue the run in --checkpoint_dir from its newest checkpoint")
     log_every: int = opt(50, "write running means to log.jsonl every N updates")
     toy_dir: str = opt("~/.cache/discritune/toyworld", "--preset demo: where the toy world is built on first use")
+    demo_report: bool = opt(True, "--preset demo: evaluate the vanilla and finetuned captioners after training")
 
 
 @dataclass

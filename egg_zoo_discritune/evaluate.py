@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from egg_zoo_discritune.cli import run as run_cli
 from egg_zoo_discritune.captioning import encode_images, encode_texts, write_captions
 from egg_zoo_discritune.config import ReceiverOptions, SenderOptions, add_options, opt, options_from
 from egg_zoo_discritune.data_loaders.eval_sets import EVAL_SETS, PAPER_SETS, parse_eval_set
@@ -80,7 +81,9 @@ def _model_name(spec: str) -> str:
     if spec == PRETRAINED:
         return "ClipCap (pretrained)"
     path = Path(spec)
-    return path.name if path.is_dir() else f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+    if path.is_dir() or not path.parent.name:
+        return path.name
+    return f"{path.parent.name}/{path.name}"
 
 
 def _score(texts_features, encoded, retriever, opts) -> dict:
@@ -159,10 +162,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
 
 
 def cli() -> None:
-    try:
-        main()
-    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as err:
-        sys.exit(f"error: {err}")
+    run_cli(main)
 
 
 if __name__ == "__main__":

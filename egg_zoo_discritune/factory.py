@@ -81,7 +81,7 @@ def load_sender_from(spec: str, options: SenderOptions, encoder: ClipRetriever) 
     checkpoint = load_checkpoint(path)
     sender = load_sender(options, encoder)
     trained = {k[len("sender."):]: v for k, v in checkpoint["model_state_dict"].items() if k.startswith("sender.")}
-    missing, unexpected = sender.load_state_dict(trained, strict=False)
+    unexpected = sender.load_state_dict(trained, strict=False).unexpected_keys
     if unexpected or not trained:
         raise ValueError(f"{path}: its weights do not fit this ClipCap (unexpected {sorted(unexpected)[:5]})")
     return sender, {**info, "epoch": checkpoint["epoch"]}

@@ -18,6 +18,7 @@ from typing import Optional, Sequence
 import torch
 
 from egg_zoo_discritune.engine.checkpoint import CheckpointSaver, ExportOnTrainEnd, load_checkpoint, restore
+from egg_zoo_discritune.cli import run as run_cli
 from egg_zoo_discritune.config import TrainConfig, parse_config
 from egg_zoo_discritune.data_loaders import dataset_records
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset, image_loader
@@ -41,12 +42,13 @@ def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, Preprocess
                                       store_aux_input=False, store_message=True, store_receiver_output=False,
                                       store_message_length=True)
     game = DiscriminativeGame(
-        sender, receiver, build_baseline(cfg.game.baseline, cfg.game.baseline_decay), strategy,
+        sender, receiver, build_baseline(cfg.game.baseline, cfg.game.baseline_decay, cfg.game.samples_per_image),
+        strategy,
         reward=cfg.game.reward, normalize_advantage=cfg.game.normalize_advantage,
         logprob_reduction=cfg.game.logprob_reduction, entropy_coeff=cfg.game.entropy_coeff,
         train_decoding=cfg.game.train_decoding, test_decoding=cfg.game.test_decoding,
         temperature=cfg.game.temperature, beam_size=cfg.game.beam_size, max_len=cfg.egg.max_len,
-        sender_image_encoder=sender_encoder,
+        sender_image_encoder=sender_encoder, samples_per_image=cfg.game.samples_per_image,
     )
     return game, preprocess
 
@@ -115,17 +117,13 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
             log.warning("%s: skipped %d images (%d missing, %d undecodable)", name, dataset.n_skipped,
                         dataset.n_missing, dataset.n_undecodable)
     log.info("done: checkpoints and %s in %s", EXPORT_FILE, run_dir)
-    if cfg.run.preset == "demo":
+    if cfg.run.preset == "demo" and cfg.run.demo_report:
         demo.report(cfg, run_dir)
     return run_dir
 
 
 def cli() -> None:
-    """Entry point: errors about missing files or bad input are printed as one line, not a traceback."""
-    try:
-        main()
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as err:
-        sys.exit(f"error: {err}")
+    run_cli(main)
 
 
 if __name__ == "__main__":

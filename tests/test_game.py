@@ -114,3 +114,22 @@ def test_training_changes_every_trainable_parameter_and_no_frozen_one(tiny):
         elif name.startswith("receiver."):
             assert torch.equal(value, after[name]), f"frozen {name} changed"
     assert game.baseline.n_updates.item() == 3
+
+
+def test_several_sampled_captions_per_image_with_group_baseline(tiny):
+    cfg = parse_config(["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights),
+                        "--receiver", str(tiny.clip), "--max_len", "6", "--samples_per_image", "3",
+                        "--train_decoding", "sample", "--baseline", "loo"])
+    game, _ = build_game(cfg, load_engine("builtin"))
+    torch.manual_seed(0)
+    loss, interaction = game(torch.randn(4, 3, 32, 32), torch.tensor([7, 8, 9, 10]))
+    assert interaction.labels.tolist() == [7, 7, 7, 8, 8, 8, 9, 9, 9, 10, 10, 10]
+    reward = interaction.aux["reward"].view(4, 3)
+    torch.testing.assert_close(interaction.aux["baseline"].view(4, 3), (reward.sum(1, keepdim=True) - reward) / 2)
+    loss.backward()
+    game.eval()
+    with torch.no_grad():
+        _, interaction = game(torch.randn(4, 3, 32, 32))
+    assert interaction.aux["reward"].shape == (4,)
+    with pytest.raises(ValueError, match="train_decoding sample"):
+        DiscriminativeGame(game.sender, game.receiver, game.baseline, LoggingStrategy(), samples_per_image=2)

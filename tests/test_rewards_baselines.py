@@ -64,3 +64,9 @@ def test_policy_gradient_loss_by_hand():
     assert loss.item() == pytest.approx(-0.85)
     loss.backward()
     assert logp.grad.tolist() == [-0.25, 0.5]
+
+
+def test_group_leave_one_out_with_several_samples_per_image():
+    baseline = build_baseline("loo", samples_per_image=3)
+    values = torch.tensor([1.0, 2.0, 6.0, 0.0, 3.0, 3.0])
+    assert baseline.predict(values).tolist() == [4.0, 3.5, 1.5, 3.0, 1.5, 1.5]

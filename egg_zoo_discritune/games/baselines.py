@@ -30,18 +30,36 @@ class ExponentialBaseline(nn.Module):
         self.n_updates += 1
 
 
-BASELINES = {
-    "mean": lambda decay: MeanBaseline(),
-    "exponential": ExponentialBaseline,
-    "loo": lambda decay: BuiltInBaseline(),
-    "none": lambda decay: NoBaseline(),
-}
+class GroupLeaveOneOutBaseline(nn.Module):
+    """RLOO: with ``k`` captions sampled per image (consecutive rows), each caption's baseline is the mean
+    reward of the other ``k - 1`` captions of the same image."""
+
+    def __init__(self, k: int):
+        super().__init__()
+        if k < 2:
+            raise ValueError("a group leave-one-out baseline needs at least 2 samples per image")
+        self.k = k
+
+    def predict(self, values: torch.Tensor) -> torch.Tensor:
+        groups = values.view(-1, self.k)
+        return ((groups.sum(dim=1, keepdim=True) - groups) / (self.k - 1)).view_as(values)
+
+    def update(self, values: torch.Tensor) -> None:
+        pass
 
 
-def build_baseline(name: str, decay: float = 0.9) -> nn.Module:
-    if name not in BASELINES:
-        raise ValueError(f"unknown baseline {name!r}; expected one of {sorted(BASELINES)}")
-    return BASELINES[name](decay)
+def build_baseline(name: str, decay: float = 0.9, samples_per_image: int = 1) -> nn.Module:
+    """``loo`` is leave-one-out over the other captions of the same image when several are sampled per
+    image, and over the rest of the batch (EGG's ``BuiltInBaseline``) otherwise."""
+    if name == "mean":
+        return MeanBaseline()
+    if name == "exponential":
+        return ExponentialBaseline(decay)
+    if name == "loo":
+        return GroupLeaveOneOutBaseline(samples_per_image) if samples_per_image > 1 else BuiltInBaseline()
+    if name == "none":
+        return NoBaseline()
+    raise ValueError(f"unknown baseline {name!r}; expected mean, exponential, loo or none")
 
 
 def advantages(rewards: torch.Tensor, baseline: torch.Tensor, normalize: bool = False) -> torch.Tensor:

@@ -44,8 +44,11 @@ class DiscriminativeGame(nn.Module):
         beam_size: int = 5,
         max_len: int = 40,
         sender_image_encoder: Optional[nn.Module] = None,
+        samples_per_image: int = 1,
     ):
         super().__init__()
+        if samples_per_image > 1 and train_decoding != "sample":
+            raise ValueError("several captions per image need --train_decoding sample (greedy ones are identical)")
         if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}; expected one of {sorted(REWARDS)}")
         if logprob_reduction not in LOGPROB_REDUCTIONS:
@@ -65,6 +68,7 @@ class DiscriminativeGame(nn.Module):
         self.temperature = temperature
         self.beam_size = beam_size
         self.max_len = max_len
+        self.samples_per_image = samples_per_image
 
     def image_features(self, sender_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(retriever features, sender prefix features) of a batch of pixels ``[B, 3, H, W]`` or of
@@ -82,12 +86,15 @@ class DiscriminativeGame(nn.Module):
                 receiver_input: Any = None, aux_input: Optional[dict] = None):
         images, prefix_features = self.image_features(sender_input)
         mode = self.train_decoding if self.training else self.test_decoding
+        # k captions per image in training: rows k*i .. k*i+k-1 describe image i.
+        k = self.samples_per_image if self.training else 1
+        prefix_features = prefix_features.repeat_interleave(k, dim=0)
         tokens, lengths = self.sender.generate(prefix_features, mode=mode, max_new_tokens=self.max_len,
                                                num_beams=self.beam_size, temperature=self.temperature)
         with torch.no_grad():
             texts = self.sender.decode(tokens, lengths)
             scores = self.receiver.score(self.receiver.encode_texts(texts), images)
-            targets = torch.arange(scores.size(0), device=scores.device)
+            targets = torch.arange(images.size(0), device=scores.device).repeat_interleave(k)
             reward = self.reward_fn(scores, targets)
             acc = retrieval_accuracy(scores, targets)
         if not torch.isfinite(reward).all():
@@ -111,8 +118,7 @@ class DiscriminativeGame(nn.Module):
         else:
             loss = -reward.mean()
         message = F.pad(tokens, (0, self.max_len - tokens.size(1)), value=self.sender.pad_id)
-        if labels is None:
-            labels = targets
+        labels = targets if labels is None else labels.repeat_interleave(k)
         interaction = self.logging_strategy.filtered_interaction(
             sender_input=None, receiver_input=None, labels=labels, aux_input=None, message=message,
             receiver_output=None, message_length=lengths, aux=aux,

@@ -23,8 +23,8 @@ CORENLP_HINT = ("download stanford-corenlp-full-2015-12-09.zip from nlp.stanford
                 f"{' and '.join(CORENLP_JARS)} in a folder and pass it with --spice_jars (or $SPICE_CORENLP_DIR)")
 
 
-class JavaNotFoundError(RuntimeError):
-    pass
+class JavaNotFoundError(FileNotFoundError):
+    """Java, which the PTB tokenizer, METEOR and SPICE run on, is missing."""
 
 
 def java_major_version() -> int:
