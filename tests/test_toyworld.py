@@ -48,12 +48,14 @@ def test_build_writes_the_world_and_its_models(small_world):
 
 
 def test_discritune_raises_p_at_1_above_the_vanilla_captioner(small_world, tmp_path):
+    # RLOO (4 sampled captions per image) learns fastest per update (bench/README.md), so the test is short.
     run_dir = train(["--preset", "demo", "--toy_dir", str(small_world), "--checkpoint_dir", str(tmp_path / "run"),
-                     "--n_epochs", "10", "--lr", "6e-4", "--validation_freq", "0", "--random_seed", "0"])
+                     "--n_epochs", "6", "--lr", "6e-4", "--samples_per_image", "4", "--baseline", "loo",
+                     "--validation_freq", "0", "--random_seed", "0"])
     results = json.loads((run_dir / "eval" / "results.json").read_text())["results"]
     p_at_1 = {(r["model"], r["test_set"]): r["p_at_1"] for r in results}
     for test_set in ("toyworld", "toyworld-ood"):
         vanilla = p_at_1["ClipCap-alttext (vanilla)", test_set]
         finetuned = p_at_1["ClipCap-alttext + DiscriTune", test_set]
-        assert finetuned >= vanilla + 0.05, (test_set, vanilla, finetuned)
+        assert finetuned >= vanilla + 0.10, (test_set, vanilla, finetuned)
     assert "before:" in (run_dir / "demo.md").read_text()
