@@ -18,7 +18,7 @@ import torch
 
 from egg_zoo_discritune.cli import run as run_cli
 from egg_zoo_discritune.captioning import encode_images, write_captions
-from egg_zoo_discritune.config import ReceiverOptions, SenderOptions, add_options, opt, options_from
+from egg_zoo_discritune.config import DecodingOptions, ReceiverOptions, SenderOptions, add_options, opt, options_from
 from egg_zoo_discritune.data_loaders.generic import generic_records
 from egg_zoo_discritune.data_loaders.images import ImageRecord, ImageRecordsDataset
 from egg_zoo_discritune.factory import PRETRAINED, load_clips, load_sender_from
@@ -34,12 +34,6 @@ class CaptionOptions:
     checkpoint: str = opt(PRETRAINED, "'pretrained' (--clipcap_weights), a run directory, a .tar checkpoint "
                                       "or a ClipCap .pt file")
     output: str = opt("captions.jsonl", "JSON-lines file to write")
-    decoding: str = opt("beam", "caption decoding", ("beam", "greedy"))
-    beam_size: int = opt(5, "beams")
-    max_len: int = opt(40, "maximum caption tokens")
-    batch_size: int = opt(32, "images per batch")
-    num_workers: int = opt(2, "DataLoader worker processes that decode images")
-    no_cuda: bool = opt(False, "run on the CPU even when a GPU is available")
 
 
 def _records(sources: list[str]) -> list[ImageRecord]:
@@ -53,14 +47,14 @@ def _records(sources: list[str]) -> list[ImageRecord]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m egg_zoo_discritune.caption", description=__doc__.split("\n")[0])
-    for cls in (CaptionOptions, SenderOptions, ReceiverOptions):
+    for cls in (CaptionOptions, DecodingOptions, SenderOptions, ReceiverOptions):
         add_options(parser, cls)
     namespace = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    opts = options_from(namespace, CaptionOptions)
+    opts, decode = options_from(namespace, CaptionOptions), options_from(namespace, DecodingOptions)
     if not opts.images:
         parser.error("give --images (a folder, a manifest or image files)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    device = torch.device("cuda" if torch.cuda.is_available() and not opts.no_cuda else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() and not decode.no_cuda else "cpu")
     retriever, sender_encoder, preprocess = load_clips(options_from(namespace, ReceiverOptions),
                                                        options_from(namespace, SenderOptions).sender_clip)
     sender, _ = load_sender_from(opts.checkpoint, options_from(namespace, SenderOptions), sender_encoder or retriever)
@@ -68,9 +62,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         if module is not None:
             module.to(device)
     dataset = ImageRecordsDataset(_records(opts.images), preprocess, source="images")
-    encoded = encode_images(dataset, retriever, sender_encoder, opts.batch_size, device, opts.num_workers)
-    captions = write_captions(sender.eval(), encoded.prefix_features, opts.decoding, opts.beam_size, opts.max_len,
-                              opts.batch_size)
+    encoded = encode_images(dataset, retriever, sender_encoder, decode.batch_size, device, decode.num_workers)
+    captions = write_captions(sender.eval(), encoded.prefix_features, decode.decoding, decode.beam_size, decode.max_len,
+                              decode.batch_size)
     output = Path(opts.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     with open(output, "w") as f:

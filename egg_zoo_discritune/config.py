@@ -115,6 +115,18 @@ class GameOptions:
 
 
 @dataclass
+class DecodingOptions:
+    """How captions are written for evaluation and captioning."""
+
+    decoding: str = opt("beam", "caption decoding: beam search (the paper) or greedy", ("beam", "greedy"))
+    beam_size: int = opt(5, "beams (the paper: 5)")
+    max_len: int = opt(40, "maximum caption tokens")
+    batch_size: int = opt(100, "images per captioning batch")
+    num_workers: int = opt(4, "DataLoader worker processes that decode images")
+    no_cuda: bool = opt(False, "run on the CPU even when a GPU is available")
+
+
+@dataclass
 class RunOptions:
     """The run itself."""
 

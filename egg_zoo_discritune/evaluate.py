@@ -22,7 +22,7 @@ import torch
 
 from egg_zoo_discritune.cli import run as run_cli
 from egg_zoo_discritune.captioning import encode_images, encode_texts, write_captions
-from egg_zoo_discritune.config import ReceiverOptions, SenderOptions, add_options, opt, options_from
+from egg_zoo_discritune.config import DecodingOptions, ReceiverOptions, SenderOptions, add_options, opt, options_from
 from egg_zoo_discritune.data_loaders.eval_sets import EVAL_SETS, PAPER_SETS, parse_eval_set
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset
 from egg_zoo_discritune.factory import PRETRAINED, load_clips, load_sender_from
@@ -45,23 +45,17 @@ class EvalOptions:
     data_dir: str = opt("data", "folder holding one sub-folder per dataset (coco/, flickr30k/, conceptual/, "
                                 "nocaps/, concadia/)")
     root: list[str] = opt([], "where one dataset lives instead, as NAME=PATH (e.g. concadia=/data/concadia)")
-    decoding: str = opt("beam", "caption decoding", ("beam", "greedy"))
-    beam_size: int = opt(5, "beams (the paper: 5)")
-    max_len: int = opt(40, "maximum caption tokens")
-    batch_size: int = opt(100, "images per captioning batch")
     block_size: int = opt(100, "candidates per P@1 block (the paper: 100)")
     limit: int = opt(0, "evaluate only the first N images of each set, for a quick look (0: all)")
     human: bool = opt(True, "also score the first human reference per image (the paper's 'Human captions' row)")
     nlg: bool = opt(True, "compute BLEU/METEOR/ROUGE-L/CIDEr/SPICE (needs Java)")
     spice_jars: Optional[str] = opt(None, "folder with the Stanford CoreNLP 3.6.0 jars SPICE needs")
     output_dir: str = opt("eval", "where results and captions are written")
-    num_workers: int = opt(4, "DataLoader worker processes that decode images")
-    no_cuda: bool = opt(False, "run on the CPU even when a GPU is available")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m egg_zoo_discritune.evaluate", description=__doc__.split("\n")[0])
-    for cls in (EvalOptions, SenderOptions, ReceiverOptions):
+    for cls in (EvalOptions, DecodingOptions, SenderOptions, ReceiverOptions):
         add_options(parser, cls)
     return parser
 
@@ -94,10 +88,11 @@ def _score(texts_features, encoded, retriever, opts) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     """Evaluates every checkpoint on every test set; returns the result rows."""
     namespace = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    opts, sender_opts = options_from(namespace, EvalOptions), options_from(namespace, SenderOptions)
+    opts, decode = options_from(namespace, EvalOptions), options_from(namespace, DecodingOptions)
+    sender_opts = options_from(namespace, SenderOptions)
     receiver_opts = options_from(namespace, ReceiverOptions)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    device = torch.device("cuda" if torch.cuda.is_available() and not opts.no_cuda else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() and not decode.no_cuda else "cpu")
     roots = dict(r.split("=", 1) for r in opts.root)
     out_dir = Path(opts.output_dir)
     (out_dir / "captions").mkdir(parents=True, exist_ok=True)
@@ -113,10 +108,10 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
         records = eval_set.read(root, split)
         datasets[spec] = (eval_set, split, ImageRecordsDataset(records[:opts.limit] if opts.limit else records,
                                                                preprocess, source=spec))
-    encoded = {spec: encode_images(ds, retriever, sender_encoder, opts.batch_size, device, opts.num_workers, spec)
+    encoded = {spec: encode_images(ds, retriever, sender_encoder, decode.batch_size, device, decode.num_workers, spec)
                for spec, (_, _, ds) in datasets.items()}
-    common = {"decoding": opts.decoding, "beam_size": opts.beam_size if opts.decoding == "beam" else 1,
-              "max_len": opts.max_len, "block_size": opts.block_size, "retriever": receiver_opts.receiver,
+    common = {"decoding": decode.decoding, "beam_size": decode.beam_size if decode.decoding == "beam" else 1,
+              "max_len": decode.max_len, "block_size": opts.block_size, "retriever": receiver_opts.receiver,
               "similarity": receiver_opts.similarity, "stop_rule": sender_opts.stop_rule, "versions": versions()}
 
     def row(model: str, spec: str, metrics: dict, extra: dict) -> dict:
@@ -134,8 +129,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
         name = opts.labels[k] if opts.labels else _model_name(checkpoint)
         for spec, (_, _, dataset) in datasets.items():
             images = encoded[spec]
-            captions = write_captions(sender, images.prefix_features, opts.decoding, opts.beam_size, opts.max_len,
-                                      opts.batch_size, desc=f"{name} {spec}")
+            captions = write_captions(sender, images.prefix_features, decode.decoding, decode.beam_size, decode.max_len,
+                                      decode.batch_size, desc=f"{name} {spec}")
             metrics = _score(encode_texts(retriever, captions), images, retriever, opts)
             records = [dataset.records[i] for i in images.indices.tolist()]
             if opts.nlg:
@@ -153,7 +148,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
             results.append(row(HUMAN, spec, _score(encode_texts(retriever, firsts), encoded[spec], retriever, opts),
                                {"checkpoint": None}))
 
-    (out_dir / "results.json").write_text(json.dumps({"options": asdict(opts), "results": results}, indent=2) + "\n")
+    options = {**asdict(opts), **asdict(decode)}
+    (out_dir / "results.json").write_text(json.dumps({"options": options, "results": results}, indent=2) + "\n")
     write_csv(results, out_dir / "results.csv")
     table = markdown_tables(results)
     (out_dir / "results.md").write_text(table)
