@@ -46,6 +46,7 @@ setup(
         "discritune-train = egg_zoo_discritune.train:cli",
         "discritune-evaluate = egg_zoo_discritune.evaluate:cli",
         "discritune-caption = egg_zoo_discritune.caption:cli",
+        "discritune-extract-features = egg_zoo_discritune.extract_features:cli",
     ]},
     cmdclass={"build_py": BuildPyWithAlias},
 )

@@ -60,6 +60,8 @@ class DataOptions:
     max_train_images: int = opt(0, "use only the first N training images (0: all)")
     max_val_images: int = opt(0, "use only the first N validation images (0: all)")
     num_workers: int = opt(4, "DataLoader worker processes that decode images")
+    feature_cache: Optional[str] = opt(None, "read the images' CLIP features from this cache (made by "
+                                             "python -m egg_zoo_discritune.extract_features) instead of pixels")
 
 
 @dataclass

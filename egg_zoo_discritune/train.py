@@ -21,6 +21,7 @@ from egg_zoo_discritune.engine.checkpoint import CheckpointSaver, ExportOnTrainE
 from egg_zoo_discritune.cli import run as run_cli
 from egg_zoo_discritune.config import TrainConfig, parse_config
 from egg_zoo_discritune.data_loaders import dataset_records
+from egg_zoo_discritune.data_loaders.features import FeatureCache, fingerprint
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset, image_loader
 from egg_zoo_discritune.egg_compat import load_engine
 from egg_zoo_discritune.factory import EXPORT_FILE, Preprocess, load_clips, load_sender
@@ -53,11 +54,13 @@ def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, Preprocess
     return game, preprocess
 
 
-def _dataset(cfg: TrainConfig, split: str, annotations: Optional[str], limit: int, preprocess) -> ImageRecordsDataset:
+def _dataset(cfg: TrainConfig, split: str, annotations: Optional[str], limit: int, preprocess: Preprocess,
+             cache: Optional[FeatureCache]):
     records = dataset_records(cfg.data.dataset, split, cfg.data.data_root, annotations, cfg.data.include_restval)
     if limit:
         records = records[:limit]
-    return ImageRecordsDataset(records, preprocess, source=f"{cfg.data.dataset}:{split}")
+    source = f"{cfg.data.dataset}:{split}"
+    return cache.dataset(records, source) if cache else ImageRecordsDataset(records, preprocess, source=source)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
@@ -76,7 +79,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     log.info("engine: %s, device: %s, run directory: %s", engine.name, device, run_dir)
 
     game, preprocess = build_game(cfg, engine)
-    train_set = _dataset(cfg, cfg.data.train_split, cfg.data.annotations, cfg.data.max_train_images, preprocess)
+    cache = FeatureCache(Path(cfg.data.feature_cache), fingerprint(game.receiver)) if cfg.data.feature_cache else None
+    train_set = _dataset(cfg, cfg.data.train_split, cfg.data.annotations, cfg.data.max_train_images, preprocess,
+                         cache)
     if len(train_set) < cfg.egg.batch_size:
         raise ValueError(f"{len(train_set)} training images, fewer than one batch of {cfg.egg.batch_size}")
     train_data = image_loader(train_set, cfg.egg.batch_size, shuffle_seed=cfg.egg.random_seed,
@@ -84,7 +89,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     val_annotations = cfg.data.val_annotations if cfg.data.dataset == "generic" else cfg.data.annotations
     val_data = val_set = None
     if cfg.egg.validation_freq > 0 and (cfg.data.dataset != "generic" or val_annotations):
-        val_set = _dataset(cfg, cfg.data.val_split, val_annotations, cfg.data.max_val_images, preprocess)
+        val_set = _dataset(cfg, cfg.data.val_split, val_annotations, cfg.data.max_val_images, preprocess, cache)
         if len(val_set) < cfg.egg.batch_size:
             raise ValueError(f"{len(val_set)} validation images, fewer than one block of {cfg.egg.batch_size} "
                              "candidates; lower --batch_size or add images")

@@ -27,7 +27,7 @@ class ClipRetriever(nn.Module):
     """
 
     def __init__(self, model: CLIPModel, tokenizer: PreTrainedTokenizerBase, similarity: str = "dot",
-                 name: str = "clip"):
+                 name: str = "clip", image_processor: Optional[CLIPImageProcessorPil] = None):
         super().__init__()
         if similarity not in SIMILARITIES:
             raise ValueError(f"unknown similarity {similarity!r}; expected one of {SIMILARITIES}")
@@ -35,6 +35,7 @@ class ClipRetriever(nn.Module):
         self.tokenizer = tokenizer
         self.similarity = similarity
         self.name = name
+        self.image_processor = image_processor
         self.context_length = model.config.text_config.max_position_embeddings
 
     def train(self, mode: bool = True) -> "ClipRetriever":
@@ -88,4 +89,5 @@ def load_retriever(source: str, tokenizer: Optional[str] = None, similarity: str
         model = pretrained_or_error(CLIPModel, source, "CLIP")
         tokenizer = tokenizer or source
     text_tokenizer = pretrained_or_error(AutoTokenizer, tokenizer, "the CLIP tokenizer")
-    return ClipRetriever(model, text_tokenizer, similarity, name=source), image_processor_for(model, source)
+    processor = image_processor_for(model, source)
+    return ClipRetriever(model, text_tokenizer, similarity, name=source, image_processor=processor), processor

@@ -1,0 +1,91 @@
+"""On-disk cache of frozen CLIP image embeddings, memory-mapped, shared by the captioner's prefix and
+the retriever: with it, training and evaluation decode no JPEG and run no image tower.
+
+A cache folder holds ``features.npy`` (float32 ``[N, D]``), ``ids.json`` (the image id of each row) and
+``manifest.json`` (the model, a SHA-256 of its image-tower weights, the preprocessing, counts). A cache
+made with another model or other preprocessing is refused, never silently used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from egg_zoo_discritune.archs.clip import ClipRetriever
+from egg_zoo_discritune.data_loaders.images import ImageRecord
+
+MANIFEST, FEATURES, IDS = "manifest.json", "features.npy", "ids.json"
+_PREPROCESSING_KEYS = ("size", "crop_size", "image_mean", "image_std", "resample", "do_resize", "do_center_crop",
+                       "do_normalize", "do_rescale", "rescale_factor", "do_convert_rgb")
+
+
+def fingerprint(retriever: ClipRetriever) -> dict:
+    """What the cached features depend on: the image tower's weights and the pixel preprocessing."""
+    digest = hashlib.sha256()
+    model = retriever.model
+    for name, tensor in sorted({**dict(model.vision_model.named_parameters(prefix="vision_model")),
+                                **dict(model.visual_projection.named_parameters(prefix="visual_projection"))}.items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().numpy().tobytes())
+    processor = retriever.image_processor.to_dict()
+    preprocessing = {k: processor.get(k) for k in _PREPROCESSING_KEYS}
+    # Through JSON, as the manifest stores it (tuples become lists), so the two compare equal.
+    return json.loads(json.dumps({"model": retriever.name, "image_tower_sha256": digest.hexdigest(),
+                                  "preprocessing": preprocessing}))
+
+
+def write_cache(directory: Path, ids: Sequence[str], features: torch.Tensor, manifest: dict) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    array = np.lib.format.open_memmap(directory / FEATURES, mode="w+", dtype=np.float32, shape=tuple(features.shape))
+    array[:] = features.float().numpy()
+    array.flush()
+    (directory / IDS).write_text(json.dumps(list(ids)))
+    (directory / MANIFEST).write_text(json.dumps({**manifest, "n": len(ids), "dim": features.size(1)}, indent=2))
+
+
+class FeatureCache:
+    def __init__(self, directory: Path, expected: dict):
+        self.directory = Path(directory)
+        if not (self.directory / MANIFEST).is_file():
+            raise FileNotFoundError(f"no feature cache at {self.directory} (expected {MANIFEST}); make one with "
+                                    "python -m egg_zoo_discritune.extract_features")
+        self.manifest = json.loads((self.directory / MANIFEST).read_text())
+        stale = [k for k in ("model", "image_tower_sha256", "preprocessing") if self.manifest.get(k) != expected[k]]
+        if stale:
+            raise ValueError(f"{self.directory}: the cache was made with another {' and '.join(stale)} "
+                             f"({ {k: self.manifest.get(k) for k in stale} } vs { {k: expected[k] for k in stale} }); "
+                             "extract the features again for this model")
+        self.features = np.load(self.directory / FEATURES, mmap_mode="r")
+        self.rows = {image_id: row for row, image_id in enumerate(json.loads((self.directory / IDS).read_text()))}
+
+    def dataset(self, records: Sequence[ImageRecord], source: str = "") -> "CachedFeaturesDataset":
+        return CachedFeaturesDataset(self, records, source)
+
+
+class CachedFeaturesDataset(Dataset):
+    """Item ``i``: ``(features [D], i)`` for the records whose image is in the cache; the others (missing
+    or undecodable when the cache was made) are counted in ``n_missing``."""
+
+    def __init__(self, cache: FeatureCache, records: Sequence[ImageRecord], source: str = ""):
+        self.cache = cache
+        self.records = [r for r in records if r.image_id in cache.rows]
+        self.n_missing = len(records) - len(self.records)
+        self.n_undecodable = 0
+        self.source = source
+
+    @property
+    def n_skipped(self) -> int:
+        return self.n_missing
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        row = self.cache.rows[self.records[index].image_id]
+        return torch.from_numpy(np.array(self.cache.features[row])), index
