@@ -109,6 +109,8 @@ class GameOptions:
     logprob_reduction: str = opt("sum", "caption log-probability: sum of token log-probs (REINFORCE) or their mean "
                                         "(the authors' code)", ("sum", "mean"))
     entropy_coeff: float = opt(0.0, "weight of the entropy bonus")
+    kl_coeff: float = opt(0.0, "weight of a KL penalty to the initial captioner, subtracted from the reward "
+                               "(a frozen copy of the captioner is kept only when > 0)")
     samples_per_image: int = opt(1, "captions sampled per training image (> 1 needs --train_decoding sample)")
     train_decoding: str = opt("greedy", "decoding during training", ("greedy", "sample"))
     temperature: float = opt(1.0, "sampling temperature (--train_decoding sample; top-k and top-p are off)")

@@ -50,6 +50,7 @@ def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, Preprocess
         train_decoding=cfg.game.train_decoding, test_decoding=cfg.game.test_decoding,
         temperature=cfg.game.temperature, beam_size=cfg.game.beam_size, max_len=cfg.egg.max_len,
         sender_image_encoder=sender_encoder, samples_per_image=cfg.game.samples_per_image,
+        kl_coeff=cfg.game.kl_coeff,
     )
     return game, preprocess
 

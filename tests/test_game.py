@@ -133,3 +133,28 @@ def test_several_sampled_captions_per_image_with_group_baseline(tiny):
     assert interaction.aux["reward"].shape == (4,)
     with pytest.raises(ValueError, match="train_decoding sample"):
         DiscriminativeGame(game.sender, game.receiver, game.baseline, LoggingStrategy(), samples_per_image=2)
+
+
+def test_kl_penalty_to_the_initial_captioner(tiny):
+    cfg = parse_config(["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights),
+                        "--receiver", str(tiny.clip), "--max_len", "6", "--kl_coeff", "0.5",
+                        "--train_decoding", "sample", "--baseline", "none"])
+    game, _ = build_game(cfg, load_engine("builtin"))
+    assert not any(p.requires_grad for p in game.reference.parameters())
+    assert not any(k.startswith("reference.") for k in game.checkpoint_state_dict())
+    images = torch.randn(4, 3, 32, 32)
+    torch.manual_seed(0)
+    _, interaction = game(images)
+    assert interaction.aux["kl"].abs().max() == 0  # the policy is still the reference
+    with torch.no_grad():
+        game.sender.clip_project.model[2].bias.add_(0.5)
+    torch.manual_seed(0)
+    loss, interaction = game(images)
+    features = game.receiver.encode_images(images)
+    tokens, lengths = interaction.message, interaction.message_length
+    policy, _ = game.sender.log_probs(features, tokens, lengths)
+    reference, _ = game.reference.log_probs(features, tokens, lengths)
+    kl = (policy - reference).sum(1).detach()
+    torch.testing.assert_close(interaction.aux["kl"], kl, rtol=1e-4, atol=1e-5)
+    shaped = interaction.aux["reward"] - 0.5 * kl
+    torch.testing.assert_close(loss, -(shaped * policy.sum(1)).mean(), rtol=1e-4, atol=1e-5)

@@ -8,6 +8,7 @@ everything in the Interaction is a tensor with the batch first (captions as toke
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Optional
 
 import torch
@@ -45,6 +46,7 @@ class DiscriminativeGame(nn.Module):
         max_len: int = 40,
         sender_image_encoder: Optional[nn.Module] = None,
         samples_per_image: int = 1,
+        kl_coeff: float = 0.0,
     ):
         super().__init__()
         if samples_per_image > 1 and train_decoding != "sample":
@@ -69,6 +71,9 @@ class DiscriminativeGame(nn.Module):
         self.beam_size = beam_size
         self.max_len = max_len
         self.samples_per_image = samples_per_image
+        self.kl_coeff = kl_coeff
+        # A frozen copy of the initial captioner, kept only when the KL penalty is on.
+        self.reference = copy.deepcopy(sender).requires_grad_(False) if kl_coeff > 0 else None
 
     def image_features(self, sender_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(retriever features, sender prefix features) of a batch of pixels ``[B, 3, H, W]`` or of
@@ -108,12 +113,20 @@ class DiscriminativeGame(nn.Module):
             if self.logprob_reduction == "mean":
                 seq_logp = seq_logp / lengths
             entropy = token_entropy.sum(1) / lengths
-            baseline = self.baseline.predict(reward)
-            loss = policy_gradient_loss(seq_logp, advantages(reward, baseline, self.normalize_advantage),
+            shaped = reward
+            if self.reference is not None:
+                with torch.no_grad():
+                    reference_logp, _ = self.reference.log_probs(prefix_features, tokens, lengths, temperature)
+                # Sampled-token estimate of KL(policy || initial captioner) for each caption.
+                kl = (token_logp.detach() - reference_logp).sum(1)
+                shaped = reward - self.kl_coeff * kl
+                aux["kl"] = kl
+            baseline = self.baseline.predict(shaped)
+            loss = policy_gradient_loss(seq_logp, advantages(shaped, baseline, self.normalize_advantage),
                                         entropy, self.entropy_coeff)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss.item()}: log-probs {seq_logp.tolist()}")
-            self.baseline.update(reward)
+            self.baseline.update(shaped)
             aux.update(baseline=baseline.detach(), logp=seq_logp.detach(), entropy=entropy.detach())
         else:
             loss = -reward.mean()
