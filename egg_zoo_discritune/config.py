@@ -40,7 +40,10 @@ class EggOptions:
     lr: float = opt(1e-7, "learning rate (constant)")
     update_freq: int = opt(1, "accumulate gradients over N batches per update")
     max_len: int = opt(40, "maximum number of caption tokens (the paper's 40; the authors' code allows 30)")
-    fp16: bool = opt(False, "mixed precision with float16 autocast and loss scaling (CUDA only)")
+    fp16: bool = opt(False, "mixed precision with float16 autocast and loss scaling (CUDA only); same as "
+                            "--precision fp16")
+    precision: str = opt("fp32", "autocast dtype of the networks, with fp32 master weights: fp32, bf16 (CPU and "
+                                 "recent GPUs), fp16 (CUDA, with loss scaling)", ("fp32", "bf16", "fp16"))
     grad_norm: Optional[float] = opt(None, "clip the gradient norm to this value (default: no clipping, as the paper)")
 
 

@@ -50,7 +50,7 @@ def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, Preprocess
         train_decoding=cfg.game.train_decoding, test_decoding=cfg.game.test_decoding,
         temperature=cfg.game.temperature, beam_size=cfg.game.beam_size, max_len=cfg.egg.max_len,
         sender_image_encoder=sender_encoder, samples_per_image=cfg.game.samples_per_image,
-        kl_coeff=cfg.game.kl_coeff,
+        kl_coeff=cfg.game.kl_coeff, autocast_dtype=torch.bfloat16 if cfg.egg.precision == "bf16" else None,
     )
     return game, preprocess
 
@@ -75,8 +75,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     torch.manual_seed(cfg.egg.random_seed)
     device = torch.device("cuda" if torch.cuda.is_available() and not cfg.egg.no_cuda else "cpu")
     engine = load_engine(cfg.run.engine)
-    if cfg.egg.fp16 and device.type != "cuda":
-        log.warning("--fp16 needs a CUDA device; training on %s in float32", device)
+    fp16 = cfg.egg.fp16 or cfg.egg.precision == "fp16"
+    if fp16 and device.type != "cuda":
+        log.warning("fp16 needs a CUDA device; training on %s in float32", device)
     log.info("engine: %s, device: %s, run directory: %s", engine.name, device, run_dir)
 
     game, preprocess = build_game(cfg, engine)
@@ -110,7 +111,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     ]
     trainer = engine.make_trainer(game, optimizer, train_data, val_data, callbacks, device=device,
                                   validation_freq=cfg.egg.validation_freq, update_freq=cfg.egg.update_freq,
-                                  fp16=cfg.egg.fp16, grad_norm=cfg.egg.grad_norm, random_seed=cfg.egg.random_seed)
+                                  fp16=fp16, grad_norm=cfg.egg.grad_norm, random_seed=cfg.egg.random_seed)
     checkpoint = latest_checkpoint(run_dir) if cfg.run.resume else cfg.egg.load_from_checkpoint
     if checkpoint:
         restore(trainer, load_checkpoint(Path(checkpoint)))

@@ -158,3 +158,17 @@ def test_kl_penalty_to_the_initial_captioner(tiny):
     torch.testing.assert_close(interaction.aux["kl"], kl, rtol=1e-4, atol=1e-5)
     shaped = interaction.aux["reward"] - 0.5 * kl
     torch.testing.assert_close(loss, -(shaped * policy.sum(1)).mean(), rtol=1e-4, atol=1e-5)
+
+
+def test_bf16_autocast_keeps_fp32_weights(tiny):
+    cfg = parse_config(["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights),
+                        "--receiver", str(tiny.clip), "--max_len", "6", "--precision", "bf16"])
+    game, _ = build_game(cfg, load_engine("builtin"))
+    seen = []
+    score = game.receiver.score
+    game.receiver.score = lambda t, i: seen.append(torch.is_autocast_enabled("cpu")) or score(t, i)
+    loss, interaction = game(torch.randn(4, 3, 32, 32))
+    loss.backward()
+    assert seen == [True] and torch.isfinite(loss)
+    assert all(p.dtype == torch.float32 and p.grad is not None and torch.isfinite(p.grad).all()
+               for p in game.sender.trainable_parameters())

@@ -47,6 +47,7 @@ class DiscriminativeGame(nn.Module):
         sender_image_encoder: Optional[nn.Module] = None,
         samples_per_image: int = 1,
         kl_coeff: float = 0.0,
+        autocast_dtype: Optional[torch.dtype] = None,
     ):
         super().__init__()
         if samples_per_image > 1 and train_decoding != "sample":
@@ -72,6 +73,8 @@ class DiscriminativeGame(nn.Module):
         self.max_len = max_len
         self.samples_per_image = samples_per_image
         self.kl_coeff = kl_coeff
+        # bf16 autocast of every network in the step (weights stay fp32); fp16 is the trainer's (EGG's --fp16).
+        self.autocast_dtype = autocast_dtype
         # A frozen copy of the initial captioner, kept only when the KL penalty is on.
         self.reference = copy.deepcopy(sender).requires_grad_(False) if kl_coeff > 0 else None
 
@@ -89,6 +92,11 @@ class DiscriminativeGame(nn.Module):
 
     def forward(self, sender_input: torch.Tensor, labels: Optional[torch.Tensor] = None,
                 receiver_input: Any = None, aux_input: Optional[dict] = None):
+        with torch.autocast(sender_input.device.type, dtype=self.autocast_dtype or torch.bfloat16,
+                            enabled=self.autocast_dtype is not None):
+            return self._play(sender_input, labels)
+
+    def _play(self, sender_input: torch.Tensor, labels: Optional[torch.Tensor]):
         images, prefix_features = self.image_features(sender_input)
         mode = self.train_decoding if self.training else self.test_decoding
         # k captions per image in training: rows k*i .. k*i+k-1 describe image i.
