@@ -25,8 +25,8 @@ class EncodedImages:
 def encode_images(dataset: ImageRecordsDataset, retriever: ClipRetriever, sender_encoder: Optional[ClipRetriever],
                   batch_size: int, device: torch.device, num_workers: int = 0, desc: str = "images") -> EncodedImages:
     indices, features, prefix = [], [], []
-    for pixels, idx in tqdm(image_loader(dataset, batch_size, drop_last=False, num_workers=num_workers), desc=desc,
-                            leave=False):
+    batches = image_loader(dataset, batch_size, drop_last=False, num_workers=num_workers)
+    for pixels, idx in tqdm(batches, desc=desc, leave=False, disable=None):  # no bar when not on a terminal
         pixels = pixels.to(device)
         feats = retriever.encode_images(pixels)
         indices.append(idx)
@@ -44,7 +44,7 @@ def write_captions(sender: ClipCapSender, prefix_features: torch.Tensor, mode: s
                    max_len: int = 40, batch_size: int = 100, desc: str = "captions") -> list[str]:
     device = next(sender.parameters()).device
     captions = []
-    for start in tqdm(range(0, prefix_features.size(0), batch_size), desc=desc, leave=False):
+    for start in tqdm(range(0, prefix_features.size(0), batch_size), desc=desc, leave=False, disable=None):
         tokens, lengths = sender.generate(prefix_features[start:start + batch_size].to(device), mode=mode,
                                           max_new_tokens=max_len, num_beams=beam_size)
         captions += sender.decode(tokens, lengths)

@@ -79,7 +79,8 @@ class ProgressBarLogger(Callback):
         self.bar: Optional[tqdm] = None
 
     def _open(self, total: int, desc: str) -> None:
-        self.bar = tqdm(total=total or None, desc=desc, leave=False, dynamic_ncols=True)
+        # disable=None: no bar when the output is not a terminal (logs, CI)
+        self.bar = tqdm(total=total or None, desc=desc, leave=False, dynamic_ncols=True, disable=None)
 
     def _close(self) -> None:
         if self.bar is not None:
