@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
 
-from egg_zoo_discritune.cli import run as run_cli
+from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.captioning import encode_images, write_captions
 from egg_zoo_discritune.config import DecodingOptions, ReceiverOptions, SenderOptions, add_options, opt, options_from
 from egg_zoo_discritune.data_loaders.generic import generic_records
@@ -53,8 +52,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     opts, decode = options_from(namespace, CaptionOptions), options_from(namespace, DecodingOptions)
     if not opts.images:
         parser.error("give --images (a folder, a manifest or image files)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    device = torch.device("cuda" if torch.cuda.is_available() and not decode.no_cuda else "cpu")
+    device = start(decode.no_cuda)
     retriever, sender_encoder, preprocess = load_clips(options_from(namespace, ReceiverOptions),
                                                        options_from(namespace, SenderOptions).sender_clip)
     sender, _ = load_sender_from(opts.checkpoint, options_from(namespace, SenderOptions), sender_encoder or retriever)

@@ -18,9 +18,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
 
-from egg_zoo_discritune.cli import run as run_cli
+from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.captioning import encode_images, encode_texts, write_captions
 from egg_zoo_discritune.config import DecodingOptions, ReceiverOptions, SenderOptions, add_options, opt, options_from
 from egg_zoo_discritune.data_loaders.eval_sets import EVAL_SETS, PAPER_SETS, parse_eval_set
@@ -91,8 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     opts, decode = options_from(namespace, EvalOptions), options_from(namespace, DecodingOptions)
     sender_opts = options_from(namespace, SenderOptions)
     receiver_opts = options_from(namespace, ReceiverOptions)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    device = torch.device("cuda" if torch.cuda.is_available() and not decode.no_cuda else "cpu")
+    device = start(decode.no_cuda)
     roots = dict(r.split("=", 1) for r in opts.root)
     out_dir = Path(opts.output_dir)
     (out_dir / "captions").mkdir(parents=True, exist_ok=True)

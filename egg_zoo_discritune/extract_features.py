@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
 
 from egg_zoo_discritune.captioning import encode_images
-from egg_zoo_discritune.cli import run as run_cli
+from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.config import DataOptions, ReceiverOptions, add_options, opt, options_from
 from egg_zoo_discritune.data_loaders import dataset_records
 from egg_zoo_discritune.data_loaders.features import fingerprint, write_cache
@@ -43,8 +42,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         add_options(parser, cls)
     namespace = parser.parse_args(sys.argv[1:] if argv is None else argv)
     opts, data = options_from(namespace, ExtractOptions), options_from(namespace, DataOptions)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    device = torch.device("cuda" if torch.cuda.is_available() and not opts.no_cuda else "cpu")
+    device = start(opts.no_cuda)
     retriever, _, preprocess = load_clips(options_from(namespace, ReceiverOptions))
     records = {}
     for split in opts.splits:

@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import torch
 
 from egg_zoo_discritune.engine.checkpoint import CheckpointSaver, ExportOnTrainEnd, load_checkpoint, restore
-from egg_zoo_discritune.cli import run as run_cli
+from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.config import TrainConfig, parse_config
 from egg_zoo_discritune.data_loaders import dataset_records
 from egg_zoo_discritune.data_loaders.features import FeatureCache, fingerprint
@@ -67,13 +67,12 @@ def _dataset(cfg: TrainConfig, split: str, annotations: Optional[str], limit: in
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     """Trains and returns the run directory."""
     cfg = parse_config(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    device = start(cfg.egg.no_cuda)
     if cfg.run.preset == "demo":
         cfg = demo.prepare(cfg)
     run_dir = prepare_run_dir(cfg.egg.checkpoint_dir, cfg.run.preset or "run", cfg.run.resume)
     random.seed(cfg.egg.random_seed)
     torch.manual_seed(cfg.egg.random_seed)
-    device = torch.device("cuda" if torch.cuda.is_available() and not cfg.egg.no_cuda else "cpu")
     engine = load_engine(cfg.run.engine)
     fp16 = cfg.egg.fp16 or cfg.egg.precision == "fp16"
     if fp16 and device.type != "cuda":

@@ -1,5 +1,5 @@
 """On-disk cache of frozen CLIP image embeddings, memory-mapped, shared by the captioner's prefix and
-the retriever: with it, training and evaluation decode no JPEG and run no image tower.
+the retriever: with it, training decodes no JPEG and runs no image tower.
 
 A cache folder holds ``features.npy`` (float32 ``[N, D]``), ``ids.json`` (the image id of each row) and
 ``manifest.json`` (the model, a SHA-256 of its image-tower weights, the preprocessing, counts). A cache
