@@ -115,6 +115,8 @@ class GameOptions:
     kl_coeff: float = opt(0.0, "weight of a KL penalty to the initial captioner, subtracted from the reward "
                                "(a frozen copy of the captioner is kept only when > 0)")
     samples_per_image: int = opt(1, "captions sampled per training image (> 1 needs --train_decoding sample)")
+    micro_batch: int = opt(0, "teacher-forced log-prob pass in chunks of N captions, recomputed in the backward "
+                                "pass, so a large batch fits a small GPU (0: the whole batch at once)")
     train_decoding: str = opt("greedy", "decoding during training", ("greedy", "sample"))
     temperature: float = opt(1.0, "sampling temperature (--train_decoding sample; top-k and top-p are off)")
     test_decoding: str = opt("beam", "decoding for validation", ("beam", "greedy"))

@@ -172,3 +172,26 @@ def test_bf16_autocast_keeps_fp32_weights(tiny):
     assert seen == [True] and torch.isfinite(loss)
     assert all(p.dtype == torch.float32 and p.grad is not None and torch.isfinite(p.grad).all()
                for p in game.sender.trainable_parameters())
+
+
+def test_micro_batched_log_probs_give_the_same_loss_and_gradients(tiny):
+    grads, losses, calls = [], [], []
+    for micro_batch in (0, 3):
+        cfg = parse_config(["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights),
+                            "--receiver", str(tiny.clip), "--max_len", "6", "--micro_batch", str(micro_batch)])
+        game, _ = build_game(cfg, load_engine("builtin"))
+        log_probs = game.sender.log_probs
+        n_calls = []
+        game.sender.log_probs = lambda *a: n_calls.append(a[1].size(0)) or log_probs(*a)
+        torch.manual_seed(0)
+        loss, _ = game(torch.randn(7, 3, 32, 32))
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in game.sender.trainable_parameters()])
+        calls.append(n_calls)
+    torch.testing.assert_close(losses[0], losses[1])
+    for whole, chunked in zip(*grads):
+        torch.testing.assert_close(whole, chunked, rtol=1e-4, atol=1e-6)
+    assert calls[0] == [7]
+    # Chunks of 3, 3, 1 in the forward pass, each run again in the backward pass (activation recomputation).
+    assert sorted(calls[1]) == [1, 1, 3, 3, 3, 3]

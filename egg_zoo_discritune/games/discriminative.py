@@ -14,6 +14,7 @@ from typing import Any, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from egg_zoo_discritune.games.baselines import advantages
 from egg_zoo_discritune.games.rewards import REWARDS, retrieval_accuracy
@@ -48,6 +49,7 @@ class DiscriminativeGame(nn.Module):
         samples_per_image: int = 1,
         kl_coeff: float = 0.0,
         autocast_dtype: Optional[torch.dtype] = None,
+        micro_batch: int = 0,
     ):
         super().__init__()
         if samples_per_image > 1 and train_decoding != "sample":
@@ -75,6 +77,7 @@ class DiscriminativeGame(nn.Module):
         self.kl_coeff = kl_coeff
         # bf16 autocast of every network in the step (weights stay fp32); fp16 is the trainer's (EGG's --fp16).
         self.autocast_dtype = autocast_dtype
+        self.micro_batch = micro_batch
         # A frozen copy of the initial captioner, kept only when the KL penalty is on.
         self.reference = copy.deepcopy(sender).requires_grad_(False) if kl_coeff > 0 else None
 
@@ -89,6 +92,21 @@ class DiscriminativeGame(nn.Module):
         if self.sender_image_encoder is None:
             return retriever_features, retriever_features
         return retriever_features, self.sender_image_encoder.encode_images(sender_input)
+
+    def teacher_forced(self, sender: nn.Module, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
+                       temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``sender.log_probs`` over the whole batch, or in chunks of ``micro_batch`` captions whose
+        activations are recomputed in the backward pass, so peak memory follows the chunk, not the batch."""
+        n = tokens.size(0)
+        if not self.micro_batch or self.micro_batch >= n:
+            return sender.log_probs(features, tokens, lengths, temperature)
+        chunks = []
+        for start in range(0, n, self.micro_batch):
+            part = slice(start, start + self.micro_batch)
+            args = (features[part], tokens[part], lengths[part], temperature)
+            chunks.append(checkpoint(sender.log_probs, *args, use_reentrant=False) if torch.is_grad_enabled()
+                          else sender.log_probs(*args))
+        return torch.cat([c[0] for c in chunks]), torch.cat([c[1] for c in chunks])
 
     def forward(self, sender_input: torch.Tensor, labels: Optional[torch.Tensor] = None,
                 receiver_input: Any = None, aux_input: Optional[dict] = None):
@@ -116,7 +134,7 @@ class DiscriminativeGame(nn.Module):
         aux = {"acc": acc, "reward": reward, "length": lengths.float()}
         if self.training:
             temperature = self.temperature if mode == "sample" else 1.0
-            token_logp, token_entropy = self.sender.log_probs(prefix_features, tokens, lengths, temperature)
+            token_logp, token_entropy = self.teacher_forced(self.sender, prefix_features, tokens, lengths, temperature)
             seq_logp = token_logp.sum(1)
             if self.logprob_reduction == "mean":
                 seq_logp = seq_logp / lengths
@@ -124,7 +142,8 @@ class DiscriminativeGame(nn.Module):
             shaped = reward
             if self.reference is not None:
                 with torch.no_grad():
-                    reference_logp, _ = self.reference.log_probs(prefix_features, tokens, lengths, temperature)
+                    reference_logp, _ = self.teacher_forced(self.reference, prefix_features, tokens, lengths,
+                                                            temperature)
                 # Sampled-token estimate of KL(policy || initial captioner) for each caption.
                 kl = (token_logp.detach() - reference_logp).sum(1)
                 shaped = reward - self.kl_coeff * kl
