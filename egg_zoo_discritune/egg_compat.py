@@ -15,6 +15,8 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from egg_zoo_discritune.engine.distributed import DistributedContext, current_context, init_distributed, launched_by_torchrun
+
 ENGINES = ("auto", "egg", "builtin")
 
 
@@ -26,20 +28,31 @@ class Engine:
     def __getattr__(self, item: str) -> Any:
         return getattr(self.module, item)
 
+    def init(self, *, use_cuda: bool, validation_freq: int = 1, update_freq: int = 1, fp16: bool = False,
+             random_seed: int = 0) -> DistributedContext:
+        """The engine's process-wide start; under torchrun it joins the process group. EGG reads its
+        Trainer's options from ``core.get_opts()`` and initialises torch.distributed itself (NCCL only)."""
+        if self.name == "builtin":
+            return init_distributed(use_cuda)
+        if launched_by_torchrun() and not use_cuda:
+            raise ValueError("EGG's distributed mode is NCCL-only (GPUs); run CPU processes with --engine builtin")
+        argv = [f"--validation_freq={validation_freq}", f"--update_freq={update_freq}", f"--random_seed={random_seed}"]
+        if fp16:
+            argv.append("--fp16")
+        if not use_cuda:
+            argv.append("--no_cuda")
+        self.module.init(params=argv)
+        return current_context()
+
     def make_trainer(self, game: torch.nn.Module, optimizer: torch.optim.Optimizer, train_data: Sequence,
                      validation_data: Optional[Sequence], callbacks: list, *, device: torch.device,
                      validation_freq: int = 1, update_freq: int = 1, fp16: bool = False,
-                     grad_norm: Optional[float] = None, random_seed: int = 0) -> Any:
+                     grad_norm: Optional[float] = None) -> Any:
+        """EGG's Trainer (after ``init``, which handed it these options) or the built-in one."""
         kwargs = dict(game=game, optimizer=optimizer, train_data=train_data, validation_data=validation_data,
                       device=device, callbacks=callbacks, grad_norm=grad_norm)
         if self.name == "builtin":
             return self.module.Trainer(**kwargs, validation_freq=validation_freq, update_freq=update_freq, fp16=fp16)
-        argv = [f"--validation_freq={validation_freq}", f"--update_freq={update_freq}", f"--random_seed={random_seed}"]
-        if fp16:
-            argv.append("--fp16")
-        if device.type != "cuda":
-            argv.append("--no_cuda")
-        self.module.init(params=argv)
         return self.module.Trainer(**kwargs)
 
 

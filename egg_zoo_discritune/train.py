@@ -24,6 +24,7 @@ from egg_zoo_discritune.data_loaders import dataset_records
 from egg_zoo_discritune.data_loaders.features import FeatureCache, fingerprint
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset, image_loader
 from egg_zoo_discritune.egg_compat import load_engine
+from egg_zoo_discritune.engine.distributed import broadcast_from_leader, leader_first, local_device
 from egg_zoo_discritune.factory import EXPORT_FILE, Preprocess, load_clips, load_sender
 from egg_zoo_discritune.games.baselines import build_baseline
 from egg_zoo_discritune.games.discriminative import DiscriminativeGame
@@ -66,19 +67,31 @@ def _dataset(cfg: TrainConfig, split: str, annotations: Optional[str], limit: in
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
-    """Trains and returns the run directory."""
+    """Trains and returns the run directory. Under ``torchrun`` every process runs it: each loads its
+    slice of every global batch of ``--batch_size`` images, and rank 0 alone logs and writes files."""
     cfg = parse_config(sys.argv[1:] if argv is None else argv)
     device = start(cfg.egg.no_cuda)
-    if cfg.run.preset == "demo":
-        cfg = demo.prepare(cfg)
-    run_dir = prepare_run_dir(cfg.egg.checkpoint_dir, cfg.run.preset or "run", cfg.run.resume)
-    random.seed(cfg.egg.random_seed)
-    torch.manual_seed(cfg.egg.random_seed)
     engine = load_engine(cfg.run.engine)
     fp16 = cfg.egg.fp16 or cfg.egg.precision == "fp16"
+    context = engine.init(use_cuda=device.type == "cuda", validation_freq=cfg.egg.validation_freq,
+                          update_freq=cfg.egg.update_freq, fp16=fp16, random_seed=cfg.egg.random_seed)
+    device = local_device(device, context)
+    if not context.is_leader:
+        logging.getLogger().setLevel(logging.WARNING)
+    if cfg.run.preset == "demo":
+        with leader_first(context):
+            cfg = demo.prepare(cfg)
+    run_dir = None
+    if context.is_leader:
+        run_dir = prepare_run_dir(cfg.egg.checkpoint_dir, cfg.run.preset or "run", cfg.run.resume)
+    run_dir = broadcast_from_leader(run_dir)
+    # EGG's convention: the seed plus the rank, so sampled captions differ across processes.
+    random.seed(cfg.egg.random_seed + context.rank)
+    torch.manual_seed(cfg.egg.random_seed + context.rank)
     if fp16 and device.type != "cuda":
         log.warning("fp16 needs a CUDA device; training on %s in float32", device)
-    log.info("engine: %s, device: %s, run directory: %s", engine.name, device, run_dir)
+    log.info("engine: %s, device: %s, processes: %d, run directory: %s", engine.name, device, context.world_size,
+             run_dir)
 
     game, preprocess = build_game(cfg, engine)
     cache = FeatureCache(Path(cfg.data.feature_cache), fingerprint(game.receiver)) if cfg.data.feature_cache else None
@@ -87,7 +100,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     if len(train_set) < cfg.egg.batch_size:
         raise ValueError(f"{len(train_set)} training images, fewer than one batch of {cfg.egg.batch_size}")
     train_data = image_loader(train_set, cfg.egg.batch_size, shuffle_seed=cfg.egg.random_seed,
-                              num_workers=cfg.data.num_workers)
+                              num_workers=cfg.data.num_workers, context=context)
     val_annotations = cfg.data.val_annotations if cfg.data.dataset == "generic" else cfg.data.annotations
     val_data = val_set = None
     if cfg.egg.validation_freq > 0 and (cfg.data.dataset != "generic" or val_annotations):
@@ -95,11 +108,11 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         if len(val_set) < cfg.egg.batch_size:
             raise ValueError(f"{len(val_set)} validation images, fewer than one block of {cfg.egg.batch_size} "
                              "candidates; lower --batch_size or add images")
-        val_data = image_loader(val_set, cfg.egg.batch_size, num_workers=cfg.data.num_workers)
+        val_data = image_loader(val_set, cfg.egg.batch_size, num_workers=cfg.data.num_workers, context=context)
 
     optimizer = OPTIMIZERS[cfg.egg.optimizer](game.sender.trainable_parameters(), lr=cfg.egg.lr)
     config_dict = dataclasses.asdict(cfg)
-    if not cfg.run.resume:
+    if context.is_leader and not cfg.run.resume:
         write_json(run_dir / CONFIG_FILE, config_dict)
     callbacks = [
         engine.ConsoleLogger(print_train_loss=True, as_json=True),
@@ -108,10 +121,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         JsonlLogger(run_dir / LOG_FILE, cfg.run.log_every),
         CheckpointSaver(str(run_dir), cfg.egg.checkpoint_freq, metadata={"config": config_dict}),
         ExportOnTrainEnd(run_dir / EXPORT_FILE, game.sender.clipcap_state_dict),
-    ]
+    ] if context.is_leader else []
     trainer = engine.make_trainer(game, optimizer, train_data, val_data, callbacks, device=device,
                                   validation_freq=cfg.egg.validation_freq, update_freq=cfg.egg.update_freq,
-                                  fp16=fp16, grad_norm=cfg.egg.grad_norm, random_seed=cfg.egg.random_seed)
+                                  fp16=fp16, grad_norm=cfg.egg.grad_norm)
     checkpoint = latest_checkpoint(run_dir) if cfg.run.resume else cfg.egg.load_from_checkpoint
     if checkpoint:
         restore(trainer, load_checkpoint(Path(checkpoint)))
@@ -123,6 +136,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         if dataset is not None and dataset.n_skipped:
             log.warning("%s: skipped %d images (%d missing, %d undecodable)", name, dataset.n_skipped,
                         dataset.n_missing, dataset.n_undecodable)
+    if context.is_distributed:
+        torch.distributed.destroy_process_group()
+        if not context.is_leader:
+            return run_dir
     log.info("done: checkpoints and %s in %s", EXPORT_FILE, run_dir)
     if cfg.run.preset == "demo" and cfg.run.demo_report:
         demo.report(cfg, run_dir)

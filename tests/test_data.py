@@ -9,7 +9,7 @@ from egg_zoo_discritune.data_loaders import dataset_records
 from egg_zoo_discritune.data_loaders.coco import karpathy_records
 from egg_zoo_discritune.data_loaders.conceptual import conceptual_records
 from egg_zoo_discritune.data_loaders.generic import generic_records
-from egg_zoo_discritune.data_loaders.images import EpochShuffleSampler, ImageRecordsDataset, image_loader
+from egg_zoo_discritune.data_loaders.images import BlockSampler, ImageRecordsDataset, image_loader
 from tests.tiny_assets import draw_image, write_images
 
 
@@ -89,9 +89,21 @@ def test_missing_and_corrupt_images_are_skipped_and_counted(tmp_path):
 
 
 def test_epoch_shuffle_is_a_function_of_seed_and_epoch():
-    sampler = EpochShuffleSampler(10, seed=3)
+    sampler = BlockSampler(10, block_size=5, seed=3)
     first, second = list(sampler), list(sampler)
     assert sorted(first) == list(range(10)) and first != second
-    resumed = EpochShuffleSampler(10, seed=3)
+    resumed = BlockSampler(10, block_size=5, seed=3)
     resumed.set_epoch(1)
     assert list(resumed) == second
+
+
+def test_processes_share_each_global_batch():
+    single = list(BlockSampler(11, block_size=4, seed=5))
+    ranks = [list(BlockSampler(11, block_size=4, seed=5, rank=r, world_size=2)) for r in range(2)]
+    # Two global batches of 4 (the tail of 3 is dropped); rank r holds the r-th half of each.
+    assert len(single) == 8 and all(len(r) == 4 for r in ranks)
+    for b in range(2):
+        assert single[4 * b:4 * b + 4] == ranks[0][2 * b:2 * b + 2] + ranks[1][2 * b:2 * b + 2]
+    assert list(BlockSampler(7, block_size=2, rank=1, world_size=2)) == [1, 3, 5]
+    with pytest.raises(ValueError, match="cannot be split evenly over 3"):
+        BlockSampler(10, block_size=4, world_size=3)

@@ -18,6 +18,8 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from egg_zoo_discritune.engine.distributed import DistributedContext
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -91,26 +93,38 @@ def collate_images(items: list) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     return torch.stack([x[0] for x in items]), torch.tensor([x[1] for x in items])
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A new permutation every epoch, a function of ``(seed, epoch)`` only, so a resumed run sees the
-    same order as an uninterrupted one. The epoch advances by itself at each pass (EGG's Trainer never
-    calls ``set_epoch``); ``set_epoch`` positions it on resume."""
+class BlockSampler(Sampler[int]):
+    """This process's share of each block of ``block_size`` consecutive images of an epoch's order.
 
-    def __init__(self, n: int, seed: int):
-        self.n = n
-        self.seed = seed
+    The order is a new permutation every epoch, a function of ``(seed, epoch)`` only (so a resumed run
+    sees the same order as an uninterrupted one), or file order without a seed (fixed evaluation
+    blocks, as in the paper). Under torchrun each block is one global batch and rank ``r`` takes its
+    ``r``-th slice, so the global batches are the same for any number of processes. The tail that does
+    not fill a block is dropped. The epoch advances by itself at each pass (EGG's Trainer never calls
+    ``set_epoch``); ``set_epoch`` positions it on resume."""
+
+    def __init__(self, n: int, block_size: int, seed: Optional[int] = None, rank: int = 0, world_size: int = 1):
+        if block_size % world_size:
+            raise ValueError(f"a batch of {block_size} images cannot be split evenly over {world_size} processes")
+        self.n, self.block_size, self.seed = n, block_size, seed
+        self.share = block_size // world_size
+        self.rank = rank
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return self.n
+        return self.n // self.block_size * self.share
 
     def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.seed is None:
+            order = torch.arange(self.n)
+        else:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 100_003 + self.epoch))
         self.epoch += 1
-        return iter(torch.randperm(self.n, generator=generator).tolist())
+        blocks = order[: self.n // self.block_size * self.block_size].view(-1, self.block_size)
+        return iter(blocks[:, self.rank * self.share:(self.rank + 1) * self.share].reshape(-1).tolist())
 
 
 class SkipEmpty:
@@ -127,11 +141,15 @@ class SkipEmpty:
         return (batch for batch in self.loader if batch is not None)
 
 
-def image_loader(dataset: ImageRecordsDataset, batch_size: int, *, shuffle_seed: Optional[int] = None,
-                 drop_last: bool = True, num_workers: int = 0) -> SkipEmpty:
-    """Batches of ``(pixels, indices)``; shuffled per epoch when ``shuffle_seed`` is given, else in file order
-    (so evaluation candidates are consecutive blocks, as in the paper)."""
-    sampler = EpochShuffleSampler(len(dataset), shuffle_seed) if shuffle_seed is not None else None
-    return SkipEmpty(DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+def image_loader(dataset: Dataset, batch_size: int, *, shuffle_seed: Optional[int] = None, drop_last: bool = True,
+                 num_workers: int = 0, context: DistributedContext = DistributedContext()) -> SkipEmpty:
+    """Batches of ``(pixels or features, indices)``. With ``drop_last`` (the game's loaders): ``batch_size``
+    is the global batch, shuffled per epoch when ``shuffle_seed`` is given, else consecutive blocks in file
+    order, and each process of ``context`` loads its slice. Without it: every item once, in file order."""
+    if not drop_last:
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_images)
+        return SkipEmpty(loader)
+    sampler = BlockSampler(len(dataset), batch_size, shuffle_seed, context.rank, context.world_size)
+    return SkipEmpty(DataLoader(dataset, batch_size=sampler.share, sampler=sampler, drop_last=True,
                                 num_workers=num_workers, collate_fn=collate_images,
                                 persistent_workers=num_workers > 0))

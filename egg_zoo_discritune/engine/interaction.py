@@ -7,6 +7,8 @@ from typing import Iterable, Optional
 
 import torch
 
+from egg_zoo_discritune.engine.distributed import all_gather_rows
+
 
 @dataclass
 class LoggingStrategy:
@@ -108,6 +110,17 @@ class Interaction:
             message_length=_cat([x.message_length for x in interactions]),
             aux=_cat_dicts([x.aux for x in interactions]) or {},
         )
+
+    def gather_distributed_interactions(self) -> "Interaction":
+        """Every rank's interaction concatenated in rank order (EGG's method of the same name; here ranks
+        may hold different batch sizes). Every rank must call it."""
+        def gather(x):
+            return all_gather_rows(x)[0] if isinstance(x, torch.Tensor) else x
+
+        fields = {name: gather(getattr(self, name)) for name in
+                  ("sender_input", "receiver_input", "labels", "message", "receiver_output", "message_length")}
+        aux_input = {k: gather(v) for k, v in self.aux_input.items()} if self.aux_input is not None else None
+        return Interaction(**fields, aux_input=aux_input, aux={k: gather(v) for k, v in self.aux.items()})
 
     @staticmethod
     def empty() -> "Interaction":

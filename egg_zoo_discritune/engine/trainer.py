@@ -1,7 +1,9 @@
 """EGG-compatible ``Trainer``: same constructor, ``train``/``eval`` loop and callback order as egg.core.
 
 Where EGG reads its options from the global ``core.get_opts()``, this trainer takes them as keyword
-arguments (``validation_freq``, ``update_freq``, ``fp16``), so nothing is global.
+arguments (``validation_freq``, ``update_freq``, ``fp16``), so nothing is global. Under torchrun it wraps
+the game in ``DistributedDataParallel`` as EGG does (on CPUs too, with gloo), and hands callbacks the
+rank-averaged loss and the gathered interaction of the global batch.
 """
 
 from __future__ import annotations
@@ -10,8 +12,10 @@ from contextlib import nullcontext
 from typing import Any, Optional, Sequence
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 
 from egg_zoo_discritune.engine.callbacks import Callback
+from egg_zoo_discritune.engine.distributed import all_reduce_mean, world_size
 from egg_zoo_discritune.engine.interaction import Interaction
 
 
@@ -54,6 +58,11 @@ class Trainer:
     ):
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.game = game.to(self.device)
+        self.distributed = world_size() > 1
+        if self.distributed:
+            # As EGG: the optimizer keeps the unwrapped parameters; DDP averages their gradients.
+            self.game = DistributedDataParallel(self.game, device_ids=[self.device] if self.device.type == "cuda"
+                                                else None, find_unused_parameters=True)
         self.optimizer = optimizer
         self.optimizer_scheduler = optimizer_scheduler
         self.train_data = train_data
@@ -79,7 +88,7 @@ class Trainer:
         with torch.no_grad():
             for batch_id, batch in enumerate(data):
                 loss, interaction = self.game(*unpack_batch(batch, self.device))
-                interaction = interaction.to("cpu")
+                loss, interaction = self._gather(loss, interaction)
                 total += loss.item()
                 n_batches += 1
                 for callback in self.callbacks:
@@ -100,17 +109,23 @@ class Trainer:
             (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             if batch_id % self.update_freq == self.update_freq - 1:
                 self._step()
-            total += scaled.item()
+            logged, interaction = self._gather(scaled.detach(), interaction)
+            total += logged.item()
             n_batches += 1
-            interaction = interaction.to("cpu")
             for callback in self.callbacks:
-                callback.on_batch_end(interaction, scaled.detach(), batch_id)
+                callback.on_batch_end(interaction, logged, batch_id)
             interactions.append(interaction)
         if self.optimizer_scheduler is not None:
             self.optimizer_scheduler.step()
         if n_batches == 0:
             raise ValueError("the training data yielded no batch (is the split smaller than one batch?)")
         return total / n_batches, Interaction.from_iterable(interactions)
+
+    def _gather(self, loss: torch.Tensor, interaction: Interaction) -> tuple[torch.Tensor, Interaction]:
+        """The loss averaged over ranks and the interaction of the global batch, on the CPU, for callbacks."""
+        if self.distributed and self.aggregate_interaction_logs:
+            interaction = interaction.gather_distributed_interactions()
+        return all_reduce_mean(loss.detach()), interaction.to("cpu")
 
     def _step(self) -> None:
         if self.scaler is not None:

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from egg_zoo_discritune.engine.distributed import all_gather_rows, world_size
 from egg_zoo_discritune.games.baselines import advantages
 from egg_zoo_discritune.games.rewards import REWARDS, retrieval_accuracy
 
@@ -124,8 +125,10 @@ class DiscriminativeGame(nn.Module):
                                                num_beams=self.beam_size, temperature=self.temperature)
         with torch.no_grad():
             texts = self.sender.decode(tokens, lengths)
-            scores = self.receiver.score(self.receiver.encode_texts(texts), images)
-            targets = torch.arange(images.size(0), device=scores.device).repeat_interleave(k)
+            # Under torchrun the distractors are the images of every rank: the same game as one process.
+            candidates, offset = all_gather_rows(images.float())
+            scores = self.receiver.score(self.receiver.encode_texts(texts), candidates)
+            targets = torch.arange(offset, offset + images.size(0), device=scores.device).repeat_interleave(k)
             reward = self.reward_fn(scores, targets)
             acc = retrieval_accuracy(scores, targets)
         if not torch.isfinite(reward).all():
@@ -148,15 +151,22 @@ class DiscriminativeGame(nn.Module):
                 kl = (token_logp.detach() - reference_logp).sum(1)
                 shaped = reward - self.kl_coeff * kl
                 aux["kl"] = kl
-            baseline = self.baseline.predict(shaped)
-            loss = policy_gradient_loss(seq_logp, advantages(shaped, baseline, self.normalize_advantage),
-                                        entropy, self.entropy_coeff)
+            # Baseline and advantage normalisation see the global batch; then this rank's rows.
+            all_shaped, first = all_gather_rows(shaped)
+            all_baseline = self.baseline.predict(all_shaped)
+            rows = slice(first, first + shaped.size(0))
+            baseline = all_baseline[rows]
+            advantage = advantages(all_shaped, all_baseline, self.normalize_advantage)[rows]
+            loss = policy_gradient_loss(seq_logp, advantage, entropy, self.entropy_coeff)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss.item()}: log-probs {seq_logp.tolist()}")
-            self.baseline.update(shaped)
+            self.baseline.update(all_shaped)
             aux.update(baseline=baseline.detach(), logp=seq_logp.detach(), entropy=entropy.detach())
+            # DDP averages gradients over ranks; weighting by this rank's share of the global batch makes
+            # that average the global batch mean even when ranks hold different numbers of images.
+            loss = loss * (shaped.size(0) * world_size() / all_shaped.size(0))
         else:
-            loss = -reward.mean()
+            loss = -reward.mean() * (images.size(0) * world_size() / candidates.size(0))
         message = F.pad(tokens, (0, self.max_len - tokens.size(1)), value=self.sender.pad_id)
         labels = targets if labels is None else labels.repeat_interleave(k)
         interaction = self.logging_strategy.filtered_interaction(
