@@ -7,11 +7,13 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
 from egg_zoo_discritune.archs.clip import ClipRetriever
 from egg_zoo_discritune.archs.clipcap import ClipCapSender
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset, image_loader
+from egg_zoo_discritune.engine.distributed import DistributedContext, all_gather_lists, all_gather_rows, shard
 
 
 @dataclass
@@ -20,35 +22,51 @@ class EncodedImages:
     features: torch.Tensor  # retriever image embeddings
     prefix_features: torch.Tensor  # what the captioner reads (the same tensor when it shares the retriever's CLIP)
 
+    def gather(self) -> "EncodedImages":
+        """The images of every process (each encoded a contiguous shard), in file order."""
+        features = all_gather_rows(self.features)[0]
+        prefix = features if self.prefix_features is self.features else all_gather_rows(self.prefix_features)[0]
+        return EncodedImages(all_gather_rows(self.indices)[0], features, prefix)
+
 
 @torch.no_grad()
 def encode_images(dataset: ImageRecordsDataset, retriever: ClipRetriever, sender_encoder: Optional[ClipRetriever],
-                  batch_size: int, device: torch.device, num_workers: int = 0, desc: str = "images") -> EncodedImages:
+                  batch_size: int, device: torch.device, num_workers: int = 0, desc: str = "images",
+                  context: DistributedContext = DistributedContext()) -> EncodedImages:
+    """The features of this process's contiguous shard of ``dataset`` (all of it in a single process)."""
     indices, features, prefix = [], [], []
-    batches = image_loader(dataset, batch_size, drop_last=False, num_workers=num_workers)
+    part = Subset(dataset, shard(len(dataset), context))
+    batches = image_loader(part, batch_size, drop_last=False, num_workers=num_workers)
     for pixels, idx in tqdm(batches, desc=desc, leave=False, disable=None):  # no bar when not on a terminal
         pixels = pixels.to(device)
         feats = retriever.encode_images(pixels)
         indices.append(idx)
         features.append(feats.cpu())
         prefix.append(sender_encoder.encode_images(pixels).cpu() if sender_encoder is not None else None)
-    if not indices:
+    if not indices and not context.is_distributed:
         raise ValueError(f"{dataset.source or 'dataset'}: no image could be read ({dataset.n_skipped} skipped)")
-    image_features = torch.cat(features)
-    prefix_features = image_features if sender_encoder is None else torch.cat(prefix)
-    return EncodedImages(torch.cat(indices), image_features, prefix_features)
+    dim = retriever.model.config.projection_dim
+    image_features = torch.cat(features) if features else torch.empty(0, dim)
+    prefix_features = image_features if sender_encoder is None else (torch.cat(prefix) if prefix else
+                                                                     torch.empty(0, dim))
+    return EncodedImages(torch.cat(indices) if indices else torch.empty(0, dtype=torch.long), image_features,
+                         prefix_features)
 
 
 @torch.no_grad()
 def write_captions(sender: ClipCapSender, prefix_features: torch.Tensor, mode: str = "beam", beam_size: int = 5,
-                   max_len: int = 40, batch_size: int = 100, desc: str = "captions") -> list[str]:
+                   max_len: int = 40, batch_size: int = 100, desc: str = "captions",
+                   context: DistributedContext = DistributedContext()) -> list[str]:
+    """One caption per row of ``prefix_features``; under torchrun each process writes a contiguous share
+    and every process gets all captions back, in order."""
     device = next(sender.parameters()).device
+    rows = shard(prefix_features.size(0), context)
     captions = []
-    for start in tqdm(range(0, prefix_features.size(0), batch_size), desc=desc, leave=False, disable=None):
-        tokens, lengths = sender.generate(prefix_features[start:start + batch_size].to(device), mode=mode,
-                                          max_new_tokens=max_len, num_beams=beam_size)
+    for start in tqdm(range(rows.start, rows.stop, batch_size), desc=desc, leave=False, disable=None):
+        tokens, lengths = sender.generate(prefix_features[start:min(start + batch_size, rows.stop)].to(device),
+                                          mode=mode, max_new_tokens=max_len, num_beams=beam_size)
         captions += sender.decode(tokens, lengths)
-    return captions
+    return all_gather_lists(captions)
 
 
 @torch.no_grad()

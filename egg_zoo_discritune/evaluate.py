@@ -3,7 +3,8 @@
 For each checkpoint and each test set: captions (beam search by default), P@1 over consecutive blocks
 of 100 images, recall@1/5 over the whole set, and BLEU-4/METEOR/ROUGE-L/CIDEr(/SPICE). Writes
 ``results.json``, ``results.csv``, ``results.md`` (the paper's table layouts) and the captions per image
-(``captions/<model>__<set>.jsonl``) into ``--output_dir``.
+(``captions/<model>__<set>.jsonl``) into ``--output_dir``. Runs under ``torchrun`` too: images and
+captions are sharded over the processes, and the results are the same as in one process.
 """
 
 from __future__ import annotations
@@ -18,12 +19,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
 
 from egg_zoo_discritune.cli import run as run_cli, start
-from egg_zoo_discritune.captioning import encode_images, encode_texts, write_captions
+from egg_zoo_discritune.captioning import EncodedImages, encode_images, encode_texts, write_captions
 from egg_zoo_discritune.config import DecodingOptions, ReceiverOptions, SenderOptions, add_options, opt, options_from
 from egg_zoo_discritune.data_loaders.eval_sets import EVAL_SETS, PAPER_SETS, parse_eval_set
+from egg_zoo_discritune.data_loaders.features import FeatureCache, fingerprint
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset
+from egg_zoo_discritune.engine.distributed import finish_distributed, init_distributed, local_device
 from egg_zoo_discritune.factory import PRETRAINED, load_clips, load_sender_from
 from egg_zoo_discritune.metrics.nlg import caption_metrics
 from egg_zoo_discritune.metrics.retrieval import precision_at_1, recall_at_k
@@ -49,6 +53,8 @@ class EvalOptions:
     human: bool = opt(True, "also score the first human reference per image (the paper's 'Human captions' row)")
     nlg: bool = opt(True, "compute BLEU/METEOR/ROUGE-L/CIDEr/SPICE (needs Java)")
     spice_jars: Optional[str] = opt(None, "folder with the Stanford CoreNLP 3.6.0 jars SPICE needs")
+    feature_cache: list[str] = opt([], "NAME=DIR: read test set NAME's image features from this cache (made by "
+                                       "extract_features --test_set NAME) instead of its images")
     output_dir: str = opt("eval", "where results and captions are written")
 
 
@@ -84,30 +90,66 @@ def _score(texts_features, encoded, retriever, opts) -> dict:
     return {**scores, **recall_at_k(texts_features, encoded.features, retriever.score)}
 
 
+def _feature_caches(specs: list[str]) -> dict[str, Path]:
+    caches = {}
+    for spec in specs:
+        name, sep, directory = spec.partition("=")
+        if not sep or not directory:
+            raise ValueError(f"--feature_cache {spec!r}: expected NAME=DIR, e.g. coco=features/coco")
+        caches[name] = Path(directory)
+    return caches
+
+
+def _cached_images(directory: Path, eval_set, records, spec: str, retriever, sender_encoder):
+    """The test set's dataset and encoded images read from a feature cache made for it."""
+    if sender_encoder is not None:
+        raise ValueError(f"--feature_cache {eval_set.name}: the cache holds the retriever's features, and a "
+                         "captioner with its own --sender_clip needs the images")
+    cache = FeatureCache(directory, fingerprint(retriever))
+    if cache.manifest.get("source") != eval_set.folder:
+        raise ValueError(f"{directory}: a feature cache of {cache.manifest.get('source')!r} images, not of "
+                         f"{eval_set.folder!r} (make it with extract_features --test_set {eval_set.name})")
+    dataset = cache.dataset(records, spec)
+    features = dataset.features()
+    return dataset, EncodedImages(torch.arange(len(dataset)), features, features)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
-    """Evaluates every checkpoint on every test set; returns the result rows."""
+    """Evaluates every checkpoint on every test set; returns the result rows (on rank 0 under torchrun,
+    where every process encodes and captions a shard of each set and rank 0 scores and writes)."""
     namespace = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
     opts, decode = options_from(namespace, EvalOptions), options_from(namespace, DecodingOptions)
     sender_opts = options_from(namespace, SenderOptions)
     receiver_opts = options_from(namespace, ReceiverOptions)
     device = start(decode.no_cuda)
+    context = init_distributed(device.type == "cuda")
+    device = local_device(device, context)
+    if not context.is_leader:
+        logging.getLogger().setLevel(logging.WARNING)
     roots = dict(r.split("=", 1) for r in opts.root)
+    caches = _feature_caches(opts.feature_cache)
     out_dir = Path(opts.output_dir)
-    (out_dir / "captions").mkdir(parents=True, exist_ok=True)
+    if context.is_leader:
+        (out_dir / "captions").mkdir(parents=True, exist_ok=True)
 
     retriever, sender_encoder, preprocess = load_clips(receiver_opts, sender_opts.sender_clip)
     retriever.to(device)
     if sender_encoder is not None:
         sender_encoder.to(device)
-    datasets = {}
+    datasets, encoded = {}, {}
     for spec in opts.test_sets:
         eval_set, split = parse_eval_set(spec)
         root = Path(roots.get(eval_set.name) or roots.get(eval_set.folder) or Path(opts.data_dir) / eval_set.folder)
         records = eval_set.read(root, split)
-        datasets[spec] = (eval_set, split, ImageRecordsDataset(records[:opts.limit] if opts.limit else records,
-                                                               preprocess, source=spec))
-    encoded = {spec: encode_images(ds, retriever, sender_encoder, decode.batch_size, device, decode.num_workers, spec)
-               for spec, (_, _, ds) in datasets.items()}
+        records = records[:opts.limit] if opts.limit else records
+        cache = caches.get(spec) or caches.get(eval_set.name)
+        if cache is not None:
+            dataset, encoded[spec] = _cached_images(cache, eval_set, records, spec, retriever, sender_encoder)
+        else:
+            dataset = ImageRecordsDataset(records, preprocess, source=spec)
+            encoded[spec] = encode_images(dataset, retriever, sender_encoder, decode.batch_size, device,
+                                          decode.num_workers, spec, context).gather()
+        datasets[spec] = (eval_set, split, dataset)
     common = {"decoding": decode.decoding, "beam_size": decode.beam_size if decode.decoding == "beam" else 1,
               "max_len": decode.max_len, "block_size": opts.block_size, "retriever": receiver_opts.receiver,
               "similarity": receiver_opts.similarity, "stop_rule": sender_opts.stop_rule, "versions": versions()}
@@ -128,7 +170,9 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
         for spec, (_, _, dataset) in datasets.items():
             images = encoded[spec]
             captions = write_captions(sender, images.prefix_features, decode.decoding, decode.beam_size, decode.max_len,
-                                      decode.batch_size, desc=f"{name} {spec}")
+                                      decode.batch_size, f"{name} {spec}", context)
+            if not context.is_leader:
+                continue
             metrics = _score(encode_texts(retriever, captions), images, retriever, opts)
             records = [dataset.records[i] for i in images.indices.tolist()]
             if opts.nlg:
@@ -140,6 +184,9 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
                                         "references": record.captions}) + "\n")
             results.append(row(name, spec, metrics, info))
             log.info("%s on %s: P@1 %.3f", name, spec, metrics["p_at_1"])
+    finish_distributed()
+    if not context.is_leader:
+        return results
     if opts.human:
         for spec, (_, _, dataset) in datasets.items():
             firsts = [(dataset.records[i].captions or [""])[0] for i in encoded[spec].indices.tolist()]

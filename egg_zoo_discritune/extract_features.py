@@ -1,28 +1,33 @@
 """Computes each image's CLIP embedding once: ``python -m egg_zoo_discritune.extract_features --help``.
 
-The cache (see ``data_loaders/features.py``) then replaces pixels in training (``--feature_cache``):
-no JPEG decoding and no image tower during the run.
+The cache (see ``data_loaders/features.py``) then replaces pixels in training (``--feature_cache``) and
+evaluation (``--feature_cache NAME=DIR``): no JPEG decoding and no image tower during the run. Under
+``torchrun`` each process encodes a contiguous shard and writes it as a part; rank 0 then joins the
+parts into one cache (the output folder must be on a file system every process sees).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
-
 from egg_zoo_discritune.captioning import encode_images
 from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.config import DataOptions, ReceiverOptions, add_options, opt, options_from
 from egg_zoo_discritune.data_loaders import dataset_records
-from egg_zoo_discritune.data_loaders.features import fingerprint, write_cache
-from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset
+from egg_zoo_discritune.data_loaders.eval_sets import EVAL_SETS, parse_eval_set
+from egg_zoo_discritune.data_loaders.features import fingerprint, read_part, write_cache
+from egg_zoo_discritune.data_loaders.images import ImageRecord, ImageRecordsDataset
+from egg_zoo_discritune.engine.distributed import barrier, finish_distributed, init_distributed, local_device, shard
 from egg_zoo_discritune.factory import load_clips
 
 log = logging.getLogger("discritune")
+PARTS = ".parts"
 
 
 @dataclass
@@ -30,9 +35,25 @@ class ExtractOptions:
     """Which images go into the cache, and where it is written."""
 
     splits: list[str] = opt(["train", "val"], "splits of the dataset to include (one cache for all of them)")
+    test_set: Optional[str] = opt(None, f"instead of --dataset/--splits, a test set of evaluate, NAME or NAME:SPLIT, "
+                                        f"read from --data_root ({', '.join(EVAL_SETS)})")
     out: str = opt("features", "cache folder to write")
     batch_size: int = opt(256, "images per batch")
     no_cuda: bool = opt(False, "run on the CPU even when a GPU is available")
+
+
+def _records(opts: ExtractOptions, data: DataOptions) -> tuple[str, list[ImageRecord]]:
+    """The cache's source (the dataset folder evaluation checks it against) and its images, each once."""
+    if opts.test_set:
+        eval_set, split = parse_eval_set(opts.test_set)
+        if not data.data_root:
+            raise ValueError(f"--test_set {opts.test_set} needs --data_root (the folder of {eval_set.folder})")
+        return eval_set.folder, eval_set.read(Path(data.data_root), split)
+    records: dict[str, ImageRecord] = {}
+    for split in opts.splits:
+        for record in dataset_records(data.dataset, split, data.data_root, data.annotations, data.include_restval):
+            records.setdefault(record.image_id, record)
+    return data.dataset, list(records.values())
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
@@ -43,18 +64,32 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     namespace = parser.parse_args(sys.argv[1:] if argv is None else argv)
     opts, data = options_from(namespace, ExtractOptions), options_from(namespace, DataOptions)
     device = start(opts.no_cuda)
+    context = init_distributed(device.type == "cuda")
+    device = local_device(device, context)
     retriever, _, preprocess = load_clips(options_from(namespace, ReceiverOptions))
-    records = {}
-    for split in opts.splits:
-        for record in dataset_records(data.dataset, split, data.data_root, data.annotations, data.include_restval):
-            records.setdefault(record.image_id, record)
-    dataset = ImageRecordsDataset(list(records.values()), preprocess, source=data.dataset)
+    source, records = _records(opts, data)
+    rows = shard(len(records), context)
+    dataset = ImageRecordsDataset(records[rows.start:rows.stop], preprocess, source=source)
     encoded = encode_images(dataset, retriever.to(device), None, opts.batch_size, device, data.num_workers)
+    ids = [dataset.records[i].image_id for i in encoded.indices.tolist()]
+    manifest = {**fingerprint(retriever), "source": source, "dataset": data.dataset, "splits": opts.splits,
+                "test_set": opts.test_set}
     out = Path(opts.out)
-    write_cache(out, [dataset.records[i].image_id for i in encoded.indices.tolist()], encoded.features,
-                {**fingerprint(retriever), "dataset": data.dataset, "splits": opts.splits,
-                 "n_skipped": dataset.n_skipped})
-    log.info("%d image features written to %s; %d images skipped", len(encoded.indices), out, dataset.n_skipped)
+    if not context.is_distributed:
+        write_cache(out, ids, [encoded.features.numpy()], {**manifest, "n_skipped": dataset.n_skipped})
+    else:
+        write_cache(out / PARTS / f"rank-{context.rank:05d}", ids, [encoded.features.numpy()],
+                    {"n_skipped": dataset.n_skipped})
+        barrier()
+        if context.is_leader:
+            parts = [read_part(p) for p in sorted((out / PARTS).iterdir())]
+            write_cache(out, [i for p in parts for i in p[0]], [p[1] for p in parts],
+                        {**manifest, "n_skipped": sum(p[2]["n_skipped"] for p in parts), "processes": len(parts)})
+            shutil.rmtree(out / PARTS)
+        barrier()
+        finish_distributed()
+    if context.is_leader:
+        log.info("image features written to %s (%d processes)", out, context.world_size)
     return out
 
 

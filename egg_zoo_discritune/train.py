@@ -17,14 +17,15 @@ from typing import Optional, Sequence
 
 import torch
 
-from egg_zoo_discritune.engine.checkpoint import CheckpointSaver, ExportOnTrainEnd, load_checkpoint, restore
+from egg_zoo_discritune.engine.checkpoint import CheckpointSaver, ExportOnTrainEnd, load_checkpoint, restore, unwrap
 from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.config import TrainConfig, parse_config
 from egg_zoo_discritune.data_loaders import dataset_records
 from egg_zoo_discritune.data_loaders.features import FeatureCache, fingerprint
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset, image_loader
+from egg_zoo_discritune.data_loaders.streaming import ShardStream, find_shards, stream_loader
 from egg_zoo_discritune.egg_compat import load_engine
-from egg_zoo_discritune.engine.distributed import broadcast_from_leader, leader_first, local_device
+from egg_zoo_discritune.engine.distributed import broadcast_from_leader, finish_distributed, leader_first, local_device
 from egg_zoo_discritune.factory import EXPORT_FILE, Preprocess, load_clips, load_sender
 from egg_zoo_discritune.games.baselines import build_baseline
 from egg_zoo_discritune.games.discriminative import DiscriminativeGame
@@ -34,6 +35,14 @@ from egg_zoo_discritune.run_dir import CONFIG_FILE, LOG_FILE, JsonlLogger, lates
 log = logging.getLogger("discritune")
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+
+
+def build_optimizer(name: str, parameters: list[torch.nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    """Adam(W) use the fused kernel (one pass over all ~156M ClipCap parameters instead of a Python loop
+    per tensor: 0.36 s -> 0.05 s per ClipCap step on the 2-core development CPU); the same update."""
+    if name not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; expected one of {sorted(OPTIMIZERS)}")
+    return OPTIMIZERS[name](parameters, lr=lr, **({"fused": True} if name in ("adam", "adamw") else {}))
 
 
 def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, Preprocess]:
@@ -57,9 +66,20 @@ def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, Preprocess
     return game, preprocess
 
 
-def _dataset(cfg: TrainConfig, split: str, annotations: Optional[str], limit: int, preprocess: Preprocess,
-             cache: Optional[FeatureCache]):
-    records = dataset_records(cfg.data.dataset, split, cfg.data.data_root, annotations, cfg.data.include_restval)
+def _validation_source(cfg: TrainConfig) -> Optional[tuple[Optional[str], Optional[str]]]:
+    """``(annotations, data_root)`` of the validation images, or None when there are none to read:
+    generic data and img2dataset folders hold one split, so their validation images come apart."""
+    data = cfg.data
+    if data.dataset == "generic":
+        return (data.val_annotations, None) if data.val_annotations else None
+    if data.dataset == "conceptual" and (data.val_annotations or data.stream):
+        return (None, data.val_annotations) if data.val_annotations else None
+    return data.annotations, data.data_root
+
+
+def _dataset(cfg: TrainConfig, split: str, annotations: Optional[str], data_root: Optional[str], limit: int,
+             preprocess: Preprocess, cache: Optional[FeatureCache]):
+    records = dataset_records(cfg.data.dataset, split, data_root, annotations, cfg.data.include_restval)
     if limit:
         records = records[:limit]
     source = f"{cfg.data.dataset}:{split}"
@@ -95,22 +115,31 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 
     game, preprocess = build_game(cfg, engine)
     cache = FeatureCache(Path(cfg.data.feature_cache), fingerprint(game.receiver)) if cfg.data.feature_cache else None
-    train_set = _dataset(cfg, cfg.data.train_split, cfg.data.annotations, cfg.data.max_train_images, preprocess,
-                         cache)
-    if len(train_set) < cfg.egg.batch_size:
-        raise ValueError(f"{len(train_set)} training images, fewer than one batch of {cfg.egg.batch_size}")
-    train_data = image_loader(train_set, cfg.egg.batch_size, shuffle_seed=cfg.egg.random_seed,
-                              num_workers=cfg.data.num_workers, context=context)
-    val_annotations = cfg.data.val_annotations if cfg.data.dataset == "generic" else cfg.data.annotations
+    if cfg.data.stream:
+        if cfg.data.dataset != "conceptual" or cache is not None or not cfg.data.data_root:
+            raise ValueError("--stream reads the img2dataset shards in --data_root of --dataset conceptual, from "
+                             "images (not with --feature_cache)")
+        train_set = ShardStream(find_shards(Path(cfg.data.data_root)), preprocess, cfg.egg.batch_size,
+                                cfg.egg.random_seed, context, cfg.data.shuffle_buffer, cfg.data.num_workers,
+                                f"conceptual:{cfg.data.train_split}")
+        train_data = stream_loader(train_set, cfg.data.num_workers)
+    else:
+        train_set = _dataset(cfg, cfg.data.train_split, cfg.data.annotations, cfg.data.data_root,
+                             cfg.data.max_train_images, preprocess, cache)
+        train_data = image_loader(train_set, cfg.egg.batch_size, shuffle_seed=cfg.egg.random_seed,
+                                  num_workers=cfg.data.num_workers, context=context)
+    if len(train_data) == 0:
+        raise ValueError(f"{cfg.data.dataset}: fewer training images than one batch of {cfg.egg.batch_size}")
     val_data = val_set = None
-    if cfg.egg.validation_freq > 0 and (cfg.data.dataset != "generic" or val_annotations):
-        val_set = _dataset(cfg, cfg.data.val_split, val_annotations, cfg.data.max_val_images, preprocess, cache)
+    val_source = _validation_source(cfg)
+    if cfg.egg.validation_freq > 0 and val_source is not None:
+        val_set = _dataset(cfg, cfg.data.val_split, *val_source, cfg.data.max_val_images, preprocess, cache)
         if len(val_set) < cfg.egg.batch_size:
             raise ValueError(f"{len(val_set)} validation images, fewer than one block of {cfg.egg.batch_size} "
                              "candidates; lower --batch_size or add images")
         val_data = image_loader(val_set, cfg.egg.batch_size, num_workers=cfg.data.num_workers, context=context)
 
-    optimizer = OPTIMIZERS[cfg.egg.optimizer](game.sender.trainable_parameters(), lr=cfg.egg.lr)
+    optimizer = build_optimizer(cfg.egg.optimizer, game.sender.trainable_parameters(), cfg.egg.lr)
     config_dict = dataclasses.asdict(cfg)
     if context.is_leader and not cfg.run.resume:
         write_json(run_dir / CONFIG_FILE, config_dict)
@@ -128,7 +157,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     checkpoint = latest_checkpoint(run_dir) if cfg.run.resume else cfg.egg.load_from_checkpoint
     if checkpoint:
         restore(trainer, load_checkpoint(Path(checkpoint)))
-        train_data.loader.sampler.set_epoch(trainer.start_epoch)
+        train_data.set_epoch(trainer.start_epoch)
         log.info("resumed from %s at epoch %d", checkpoint, trainer.start_epoch)
     trainer.train(cfg.egg.n_epochs)
 
@@ -137,7 +166,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
             log.warning("%s: skipped %d images (%d missing, %d undecodable)", name, dataset.n_skipped,
                         dataset.n_missing, dataset.n_undecodable)
     if context.is_distributed:
-        torch.distributed.destroy_process_group()
+        trainer.game = unwrap(trainer.game)  # the DDP wrapper must go before its process group, or exit hangs
+        finish_distributed()
         if not context.is_leader:
             return run_dir
     log.info("done: checkpoints and %s in %s", EXPORT_FILE, run_dir)

@@ -1,4 +1,5 @@
-"""torchrun with 2 CPU processes (gloo) plays the same game as one process on the same global batches."""
+"""torchrun with 2 CPU processes (gloo): the same game as one process on the same global batches, and the
+same feature cache and evaluation results when extraction and evaluation are sharded."""
 
 import json
 import os
@@ -7,8 +8,21 @@ import sys
 
 import torch
 
+from egg_zoo_discritune.data_loaders.features import FeatureCache
+from egg_zoo_discritune.evaluate import main as evaluate_main
+from egg_zoo_discritune.extract_features import main as extract_main
 from egg_zoo_discritune.train import EXPORT_FILE, main
+from tests.test_evaluate import _models
 from tests.test_train import _argv
+
+
+def _torchrun(module, argv):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               "-m", module, *argv]
+    done = subprocess.run(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
 
 
 def _records(run_dir):
@@ -20,11 +34,7 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tiny, tmp_path
     # SGD, since Adam turns float rounding in near-zero gradients into full-size steps.
     flags = ("--n_epochs", "1", "--engine", "builtin", "--normalize_advantage", "--optimizer", "sgd", "--lr", "0.1")
     single = main(_argv(tiny, tmp_path / "single", *flags))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "egg.zoo.discritune.train", *_argv(tiny, tmp_path / "ddp", *flags)]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = _torchrun("egg.zoo.discritune.train", _argv(tiny, tmp_path / "ddp", *flags))
     assert "processes: 2" in done.stderr
     ddp = tmp_path / "ddp"
     # Rank 0 alone wrote the run directory.
@@ -44,3 +54,22 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tiny, tmp_path
         torch.testing.assert_close(value, b[key], rtol=1e-4, atol=1e-6)
         changed += key in before and not torch.equal(before[key], value)
     assert changed > 0
+
+
+def test_sharded_extraction_and_evaluation_equal_one_process(tiny, tmp_path):
+    extract = ["--dataset", "coco", "--annotations", str(tiny.coco_json), "--receiver", str(tiny.clip),
+               "--splits", "train", "test", "--num_workers", "0", "--batch_size", "3"]
+    extract_main([*extract, "--out", str(tmp_path / "one")])
+    _torchrun("egg_zoo_discritune.extract_features", [*extract, "--out", str(tmp_path / "two")])
+    one, two = (FeatureCache(tmp_path / d, json.loads((tmp_path / d / "manifest.json").read_text()))
+                for d in ("one", "two"))
+    assert two.manifest["processes"] == 2 and not (tmp_path / "two" / ".parts").exists()
+    assert list(one.rows) == list(two.rows) and len(one.rows) == 12
+    torch.testing.assert_close(torch.tensor(two.features[:]), torch.tensor(one.features[:]))
+
+    evaluate = [*_models(tiny), "--test_sets", "coco", "--root", f"coco={tiny.coco_root}", "--block_size", "2",
+                "--no-nlg", "--decoding", "beam", "--beam_size", "2", "--batch_size", "3"]
+    evaluate_main([*evaluate, "--output_dir", str(tmp_path / "eval-one")])
+    _torchrun("egg_zoo_discritune.evaluate", [*evaluate, "--output_dir", str(tmp_path / "eval-two")])
+    for name in ("captions/ClipCap (pretrained)__coco.jsonl", "results.md"):
+        assert (tmp_path / "eval-one" / name).read_text() == (tmp_path / "eval-two" / name).read_text()

@@ -12,9 +12,11 @@ from egg_zoo_discritune.data_loaders.coco import karpathy_records
 from egg_zoo_discritune.data_loaders.features import FeatureCache, fingerprint
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset
 from egg_zoo_discritune.egg_compat import load_engine
+from egg_zoo_discritune.evaluate import main as evaluate
 from egg_zoo_discritune.extract_features import main as extract
 from egg_zoo_discritune.factory import load_clips
 from egg_zoo_discritune.train import build_game, main as train
+from tests.test_eval_data import write_nocaps
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +87,31 @@ def test_cache_of_another_model_or_preprocessing_is_refused(tiny, cache_dir, tmp
         FeatureCache(cache_dir, fingerprint(retriever))
     with pytest.raises(FileNotFoundError, match="extract_features"):
         FeatureCache(tmp_path / "nothing", expected)
+
+
+def test_evaluation_from_a_test_set_cache_equals_evaluation_from_images(tiny, tmp_path, monkeypatch):
+    from transformers import CLIPModel
+
+    cache = tmp_path / "coco-test"
+    extract(["--test_set", "coco", "--data_root", str(tiny.coco_root), "--receiver", str(tiny.clip),
+             "--out", str(cache), "--num_workers", "0"])
+    assert json.loads((cache / "manifest.json").read_text())["source"] == "coco"
+    models = ["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights), "--receiver", str(tiny.clip),
+              "--max_len", "8", "--num_workers", "0", "--block_size", "2", "--no-nlg", "--decoding", "greedy",
+              "--root", f"coco={tiny.coco_root}", "--data_dir", str(tmp_path)]
+    from_images = evaluate([*models, "--test_sets", "coco", "--output_dir", str(tmp_path / "a")])
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the image tower ran on a cached test set")
+
+    monkeypatch.setattr(CLIPModel, "get_image_features", refuse)
+    from_cache = evaluate([*models, "--test_sets", "coco", "--output_dir", str(tmp_path / "b"),
+                           "--feature_cache", f"coco={cache}"])
+    for a, b in zip(from_images, from_cache):
+        assert a["n_images"] == b["n_images"] == 4
+        assert a["p_at_1"] == pytest.approx(b["p_at_1"]) and a["recall_at_5"] == pytest.approx(b["recall_at_5"])
+    assert (tmp_path / "a" / "results.md").read_text() == (tmp_path / "b" / "results.md").read_text()
+    write_nocaps(tmp_path / "nocaps", ["near-domain"] * 3)
+    with pytest.raises(ValueError, match="not of 'nocaps'"):
+        evaluate([*models, "--test_sets", "nocaps-near", "--feature_cache", f"nocaps-near={cache}",
+                  "--output_dir", str(tmp_path / "c")])

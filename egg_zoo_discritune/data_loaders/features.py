@@ -40,13 +40,27 @@ def fingerprint(retriever: ClipRetriever) -> dict:
                                   "preprocessing": preprocessing}))
 
 
-def write_cache(directory: Path, ids: Sequence[str], features: torch.Tensor, manifest: dict) -> None:
+def write_cache(directory: Path, ids: Sequence[str], chunks: Sequence[np.ndarray], manifest: dict) -> None:
+    """Writes the rows of ``chunks`` (arrays ``[n_i, D]``, e.g. the parts written by several processes)
+    one after the other, so the whole cache never has to be in memory."""
+    n, dim = sum(len(c) for c in chunks), chunks[0].shape[1]
+    if n != len(ids):
+        raise ValueError(f"{len(ids)} image ids for {n} feature rows")
     directory.mkdir(parents=True, exist_ok=True)
-    array = np.lib.format.open_memmap(directory / FEATURES, mode="w+", dtype=np.float32, shape=tuple(features.shape))
-    array[:] = features.float().numpy()
+    array = np.lib.format.open_memmap(directory / FEATURES, mode="w+", dtype=np.float32, shape=(n, dim))
+    row = 0
+    for chunk in chunks:
+        array[row:row + len(chunk)] = chunk
+        row += len(chunk)
     array.flush()
     (directory / IDS).write_text(json.dumps(list(ids)))
-    (directory / MANIFEST).write_text(json.dumps({**manifest, "n": len(ids), "dim": features.size(1)}, indent=2))
+    (directory / MANIFEST).write_text(json.dumps({**manifest, "n": n, "dim": dim}, indent=2))
+
+
+def read_part(directory: Path) -> tuple[list[str], np.ndarray, dict]:
+    """The ids, memory-mapped features and manifest of a cache folder, unchecked (for merging parts)."""
+    return (json.loads((directory / IDS).read_text()), np.load(directory / FEATURES, mmap_mode="r"),
+            json.loads((directory / MANIFEST).read_text()))
 
 
 class FeatureCache:
@@ -85,6 +99,11 @@ class CachedFeaturesDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def features(self) -> torch.Tensor:
+        """``[len(self), D]``: every record's features, in record order."""
+        rows = [self.cache.rows[r.image_id] for r in self.records]
+        return torch.from_numpy(np.asarray(self.cache.features[rows], dtype=np.float32)).reshape(len(rows), -1)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         row = self.cache.rows[self.records[index].image_id]

@@ -140,6 +140,10 @@ class SkipEmpty:
     def __iter__(self):
         return (batch for batch in self.loader if batch is not None)
 
+    def set_epoch(self, epoch: int) -> None:
+        """Positions the epoch-dependent order (of the sampler, or of a streamed dataset) on resume."""
+        (getattr(self.loader.sampler, "set_epoch", None) or self.dataset.set_epoch)(epoch)
+
 
 def image_loader(dataset: Dataset, batch_size: int, *, shuffle_seed: Optional[int] = None, drop_last: bool = True,
                  num_workers: int = 0, context: DistributedContext = DistributedContext()) -> SkipEmpty:

@@ -106,3 +106,28 @@ def leader_first(context: DistributedContext) -> Iterator[None]:
     yield
     if context.is_distributed and context.is_leader:
         dist.barrier()
+
+
+def shard(n: int, context: DistributedContext) -> range:
+    """This process's contiguous share of ``n`` items (contiguous, so gathering in rank order keeps file order)."""
+    return range(n * context.rank // context.world_size, n * (context.rank + 1) // context.world_size)
+
+
+def all_gather_lists(items: list) -> list:
+    """Every rank's list (picklable items, e.g. captions) concatenated in rank order."""
+    if world_size() == 1:
+        return items
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, items)
+    return [item for part in parts for item in part]
+
+
+def barrier() -> None:
+    if world_size() > 1:
+        dist.barrier()
+
+
+def finish_distributed() -> None:
+    """Leaves the process group (any DDP wrapper must be gone by then)."""
+    if world_size() > 1:
+        dist.destroy_process_group()
