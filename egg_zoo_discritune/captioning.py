@@ -70,5 +70,22 @@ def write_captions(sender: ClipCapSender, prefix_features: torch.Tensor, mode: s
 
 
 @torch.no_grad()
+def caption_images(sender: torch.nn.Module, dataset: ImageRecordsDataset, mode: str = "beam", beam_size: int = 5,
+                   max_len: int = 40, batch_size: int = 100, desc: str = "captions",
+                   context: DistributedContext = DistributedContext()) -> list[str]:
+    """One caption per image of ``dataset`` (in the sender's own preprocessing), for senders that read
+    pixels; sharded and gathered like ``write_captions``."""
+    device = next(sender.parameters()).device
+    captions = []
+    part = Subset(dataset, shard(len(dataset), context))
+    for pixels, idx in tqdm(image_loader(part, batch_size, drop_last=False), desc=desc, leave=False, disable=None):
+        tokens, lengths = sender.generate(pixels.to(device), mode=mode, max_new_tokens=max_len, num_beams=beam_size)
+        captions += sender.decode(tokens, lengths)
+    if len(captions) != len(part):
+        raise ValueError(f"{dataset.source}: {len(part) - len(captions)} images the retriever read do not decode now")
+    return all_gather_lists(captions)
+
+
+@torch.no_grad()
 def encode_texts(retriever: ClipRetriever, texts: list[str], batch_size: int = 256) -> torch.Tensor:
     return torch.cat([retriever.encode_texts(texts[i:i + batch_size]).cpu() for i in range(0, len(texts), batch_size)])

@@ -76,11 +76,16 @@ class DataOptions:
 class SenderOptions:
     """The captioner."""
 
+    sender: str = opt("clipcap-mlp", "captioner: clipcap-mlp, clipcap-transformer (the mapper of a new ClipCap; "
+                                     "a weights file sets its own), blip-base, blip-large, or a name another "
+                                     "package registers (entry-point group egg_zoo_discritune.senders)")
+    sender_source: Optional[str] = opt(None, "BLIP: hub id or save_pretrained directory (default: the named "
+                                             "Salesforce/blip-image-captioning-* model)")
+    prompt: str = opt("a picture of ", "BLIP: the text the captions continue (BLIP's captioning prompt; '' for none)")
     clipcap_weights: Optional[str] = opt(None, "ClipCap state dict (coco_weights.pt, conceptual_weights.pt, or an "
                                                "export of this package); without it GPT-2 is pretrained and the "
                                                "mapper random")
     gpt2: str = opt("gpt2", "hub id or directory of GPT-2 (config and tokenizer; the weights too without --clipcap_weights)")
-    mapping: str = opt("mlp", "mapper type when no --clipcap_weights (read off the file otherwise)", ("mlp", "transformer"))
     prefix_length: int = opt(10, "prefix tokens made by a new mapper")
     clip_length: int = opt(10, "CLIP tokens of a new transformer mapper")
     mapper_layers: int = opt(8, "layers of a new transformer mapper")
@@ -96,7 +101,12 @@ class SenderOptions:
 class ReceiverOptions:
     """The frozen retriever."""
 
-    receiver: str = opt("openai/clip-vit-base-patch32", "CLIP retriever: hub id, HF directory or OpenAI ViT-B-32.pt")
+    receiver: str = opt("clip-vit-b32", "frozen retriever(s), comma-separated: clip-vit-b32 (the paper's), "
+                                        "clip-vit-b16, clip-vit-l14, a name another package registers (entry-point "
+                                        "group egg_zoo_discritune.receivers), a hub id, an HF directory or an "
+                                        "OpenAI .pt; the first one's image features feed ClipCap")
+    receiver_mode: str = opt("alternate", "with several retrievers: each batch's reward from the next retriever "
+                                          "in turn, or the average of their rewards", ("alternate", "average"))
     receiver_tokenizer: Optional[str] = opt(None, "CLIP tokenizer (hub id or directory) for an OpenAI .pt retriever")
     similarity: str = opt("dot", "caption-image score: dot product of CLIP embeddings (the paper), cosine, or "
                                  "100 x cosine (the authors' code)", ("dot", "cosine", "scaled_cosine"))
@@ -173,6 +183,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "demo": dict(dataset="generic", gpt2=None, receiver=None, n_epochs=8, batch_size=100, lr=2e-4, similarity="scaled_cosine",
                  train_decoding="sample", normalize_advantage=True, logprob_reduction="mean", max_len=20,
                  validation_freq=4, num_workers=2, log_every=20),
+    # BLIP-COCO (DESIGN §1): 1 epoch; captions end at BLIP's [SEP] (the end token), not at a full stop.
+    "paper-blip": dict(dataset="coco", sender="blip-base", n_epochs=1, batch_size=100, lr=1e-7, baseline="mean",
+                       train_decoding="greedy", test_decoding="beam", beam_size=5, max_len=40),
     "paper-concap": dict(dataset="conceptual", n_epochs=2, batch_size=100, lr=1e-7,
                          clipcap_weights="conceptual_weights.pt", baseline="mean", train_decoding="greedy",
                          test_decoding="beam", beam_size=5, max_len=40),

@@ -22,13 +22,15 @@ from typing import Optional, Sequence
 import torch
 
 from egg_zoo_discritune.cli import run as run_cli, start
-from egg_zoo_discritune.captioning import EncodedImages, encode_images, encode_texts, write_captions
+from egg_zoo_discritune.captioning import (EncodedImages, caption_images, encode_images, encode_texts,
+                                           write_captions)
 from egg_zoo_discritune.config import DecodingOptions, ReceiverOptions, SenderOptions, add_options, opt, options_from
 from egg_zoo_discritune.data_loaders.eval_sets import EVAL_SETS, PAPER_SETS, parse_eval_set
 from egg_zoo_discritune.data_loaders.features import FeatureCache, fingerprint
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset
 from egg_zoo_discritune.engine.distributed import finish_distributed, init_distributed, local_device
-from egg_zoo_discritune.factory import PRETRAINED, load_clips, load_sender_from
+from egg_zoo_discritune.factory import (PRETRAINED, load_clips, load_other_receivers, load_sender_from, pixels_of,
+                                        receiver_names)
 from egg_zoo_discritune.metrics.nlg import caption_metrics
 from egg_zoo_discritune.metrics.retrieval import precision_at_1, recall_at_k
 from egg_zoo_discritune.report import markdown_tables, write_csv
@@ -136,7 +138,9 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     retriever.to(device)
     if sender_encoder is not None:
         sender_encoder.to(device)
-    datasets, encoded = {}, {}
+    # Retrievers after the first (--receiver a,b,c): P@1 with each, e.g. one held out of training.
+    others = dict(zip(receiver_names(receiver_opts)[1:], (r.to(device) for r in load_other_receivers(receiver_opts))))
+    datasets, encoded, encoded_by_other = {}, {}, {}
     for spec in opts.test_sets:
         eval_set, split = parse_eval_set(spec)
         root = Path(roots.get(eval_set.name) or roots.get(eval_set.folder) or Path(opts.data_dir) / eval_set.folder)
@@ -150,6 +154,11 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
             encoded[spec] = encode_images(dataset, retriever, sender_encoder, decode.batch_size, device,
                                           decode.num_workers, spec, context).gather()
         datasets[spec] = (eval_set, split, dataset)
+        if others and cache is not None:
+            raise ValueError(f"--feature_cache {spec}: several retrievers (--receiver) need the images")
+        encoded_by_other[spec] = {
+            name: encode_images(dataset, other, None, decode.batch_size, device, decode.num_workers, spec,
+                                context).gather() for name, other in others.items()}
     common = {"decoding": decode.decoding, "beam_size": decode.beam_size if decode.decoding == "beam" else 1,
               "max_len": decode.max_len, "block_size": opts.block_size, "retriever": receiver_opts.receiver,
               "similarity": receiver_opts.similarity, "stop_rule": sender_opts.stop_rule, "versions": versions()}
@@ -169,12 +178,20 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
         name = opts.labels[k] if opts.labels else _model_name(checkpoint)
         for spec, (_, _, dataset) in datasets.items():
             images = encoded[spec]
-            captions = write_captions(sender, images.prefix_features, decode.decoding, decode.beam_size, decode.max_len,
-                                      decode.batch_size, f"{name} {spec}", context)
+            records = [dataset.records[i] for i in images.indices.tolist()]
+            if getattr(sender, "reads_pixels", False):
+                captions = caption_images(sender, ImageRecordsDataset(records, pixels_of(sender.image_processor),
+                                                                      source=spec), decode.decoding,
+                                          decode.beam_size, decode.max_len, decode.batch_size, f"{name} {spec}", context)
+            else:
+                captions = write_captions(sender, images.prefix_features, decode.decoding, decode.beam_size,
+                                          decode.max_len, decode.batch_size, f"{name} {spec}", context)
             if not context.is_leader:
                 continue
             metrics = _score(encode_texts(retriever, captions), images, retriever, opts)
-            records = [dataset.records[i] for i in images.indices.tolist()]
+            for other_name, other in others.items():
+                scores = _score(encode_texts(other, captions), encoded_by_other[spec][other_name], other, opts)
+                metrics[f"p_at_1 [{other_name}]"] = scores["p_at_1"]
             if opts.nlg:
                 metrics.update(caption_metrics({str(k): r.captions for k, r in enumerate(records)},
                                                {str(k): c for k, c in enumerate(captions)}, opts.spice_jars))

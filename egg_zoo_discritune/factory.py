@@ -1,5 +1,5 @@
 """Builds the models of a run from their options: the frozen CLIP(s) with their preprocessing, and the
-ClipCap captioner from its original weights, a training checkpoint, a run directory or an export."""
+captioner from its original weights, a training checkpoint, a run directory or an export."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from egg_zoo_discritune.archs.clip import ClipRetriever, load_retriever
+from egg_zoo_discritune.archs.registry import build_receiver, build_sender
 from egg_zoo_discritune.archs.clipcap import ClipCapSender, build_clipcap
 from egg_zoo_discritune.config import ReceiverOptions, SenderOptions
 from egg_zoo_discritune.engine.checkpoint import load_checkpoint
@@ -21,25 +22,54 @@ PRETRAINED = "pretrained"
 Preprocess = Callable[[Image.Image], torch.Tensor]
 
 
+def receiver_names(receiver: ReceiverOptions) -> list[str]:
+    names = [n.strip() for n in receiver.receiver.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--receiver names no retriever")
+    return names
+
+
+def pixels_of(processor) -> Preprocess:
+    """A HF image processor as a function of one PIL image."""
+    return lambda image: processor(images=image, return_tensors="pt").pixel_values[0]
+
+
 def load_clips(receiver: ReceiverOptions, sender_clip: Optional[str] = None
                ) -> tuple[ClipRetriever, Optional[ClipRetriever], Preprocess]:
-    """The retriever, the sender's own image encoder (None: it shares the retriever's features), and the
-    pixel preprocessing both read."""
-    retriever, processor = load_retriever(receiver.receiver, receiver.receiver_tokenizer, receiver.similarity)
+    """The (first) retriever, the sender's own CLIP image encoder (None: it shares the retriever's
+    features), and the pixel preprocessing both read."""
+    retriever, processor = build_receiver(receiver, receiver_names(receiver)[0])
     sender_encoder = None
     if sender_clip and sender_clip != receiver.receiver:
         sender_encoder, sender_processor = load_retriever(sender_clip, receiver.receiver_tokenizer)
-        if sender_processor.crop_size != processor.crop_size:
-            raise ValueError(f"--sender_clip {sender_clip} takes {sender_processor.crop_size} images but the "
-                             f"retriever {processor.crop_size}; both must read the same pixels")
-    return retriever, sender_encoder, lambda image: processor(images=image, return_tensors="pt").pixel_values[0]
+        _same_pixels(processor, sender_processor, f"--sender_clip {sender_clip}")
+    return retriever, sender_encoder, pixels_of(processor)
 
 
-def load_sender(options: SenderOptions, encoder: ClipRetriever, weights: Optional[str] = None) -> ClipCapSender:
-    """A ClipCap sender reading ``encoder``'s image features; ``weights`` overrides ``--clipcap_weights``."""
+def load_other_receivers(receiver: ReceiverOptions) -> list[ClipRetriever]:
+    """The retrievers after the first in ``--receiver a,b,c``; they read the first one's pixels."""
+    first = build_receiver(receiver, receiver_names(receiver)[0])[1]
+    others = []
+    for name in receiver_names(receiver)[1:]:
+        retriever, processor = build_receiver(receiver, name)
+        _same_pixels(first, processor, f"retriever {name}")
+        others.append(retriever)
+    return others
+
+
+def _same_pixels(processor, other, what: str) -> None:
+    if other.crop_size != processor.crop_size:
+        raise ValueError(f"{what} takes {other.crop_size} images but the retriever {processor.crop_size}; "
+                         "both must read the same pixels")
+
+
+def load_sender(options: SenderOptions, encoder: ClipRetriever, weights: Optional[str] = None,
+                mapping: str = "mlp") -> ClipCapSender:
+    """A ClipCap sender reading ``encoder``'s image features; ``weights`` overrides ``--clipcap_weights``,
+    ``mapping`` is the type of a new mapper (a weights file holds its own)."""
     dim = encoder.model.config.projection_dim
     sender = build_clipcap(
-        options.gpt2, weights or options.clipcap_weights, options.mapping, clip_dim=dim,
+        options.gpt2, weights or options.clipcap_weights, mapping, clip_dim=dim,
         prefix_length=options.prefix_length, clip_length=options.clip_length, num_layers=options.mapper_layers,
         stop_rule=options.stop_rule, trainable=options.trainable, feature_name=encoder.name,
     )
@@ -58,30 +88,37 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_sender_from(spec: str, options: SenderOptions, encoder: ClipRetriever) -> tuple[ClipCapSender, dict]:
-    """``spec``: ``pretrained`` (the out-of-the-box ``--clipcap_weights``), a run directory (its export),
-    a training checkpoint ``.tar`` (its trainable weights over the base weights), or a ClipCap ``.pt`` file.
-    Also returns where the weights came from and the file's SHA-256."""
+def load_sender_from(spec: str, options: SenderOptions, encoder: ClipRetriever) -> tuple[torch.nn.Module, dict]:
+    """``spec``: ``pretrained`` (the out-of-the-box ``--sender``: ClipCap's ``--clipcap_weights``, BLIP's hub
+    model), a run directory (its ClipCap export, else its ``final.tar``), a training checkpoint ``.tar``
+    (its trainable weights over the pretrained ones), or a ClipCap ``.pt`` file. Also returns where the
+    weights came from and the file's SHA-256."""
+    is_clipcap = options.sender.startswith("clipcap")
     if spec == PRETRAINED:
+        if not is_clipcap:
+            return build_sender(options, encoder), {"checkpoint": options.sender_source or options.sender}
         if not options.clipcap_weights:
             raise ValueError("'pretrained' needs --clipcap_weights (e.g. coco_weights.pt)")
         path = Path(options.clipcap_weights)
-        return load_sender(options, encoder), {"checkpoint": str(path), "sha256": file_sha256(path)}
+        return build_sender(options, encoder), {"checkpoint": str(path), "sha256": file_sha256(path)}
     path = Path(spec)
     if path.is_dir():
-        if not (path / EXPORT_FILE).is_file():
-            raise FileNotFoundError(f"{path}: no {EXPORT_FILE}; did that training run finish? "
+        found = [p for p in (path / EXPORT_FILE, path / "final.tar") if p.is_file() and (is_clipcap or p.suffix == ".tar")]
+        if not found:
+            raise FileNotFoundError(f"{path}: no {EXPORT_FILE} or final.tar; did that training run finish? "
                                     "Pass one of its .tar checkpoints instead")
-        path = path / EXPORT_FILE
+        path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     info = {"checkpoint": str(path), "sha256": file_sha256(path)}
     if path.suffix != ".tar":
+        if not is_clipcap:
+            raise ValueError(f"{path}: a ClipCap weights file, but --sender is {options.sender}")
         return load_sender(options, encoder, weights=str(path)), info
     checkpoint = load_checkpoint(path)
-    sender = load_sender(options, encoder)
+    sender = build_sender(options, encoder)
     trained = {k[len("sender."):]: v for k, v in checkpoint["model_state_dict"].items() if k.startswith("sender.")}
     unexpected = sender.load_state_dict(trained, strict=False).unexpected_keys
     if unexpected or not trained:
-        raise ValueError(f"{path}: its weights do not fit this ClipCap (unexpected {sorted(unexpected)[:5]})")
+        raise ValueError(f"{path}: its weights do not fit this {options.sender} (unexpected {sorted(unexpected)[:5]})")
     return sender, {**info, "epoch": checkpoint["epoch"]}

@@ -21,12 +21,14 @@ from egg_zoo_discritune.engine.checkpoint import CheckpointSaver, ExportOnTrainE
 from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.config import TrainConfig, parse_config
 from egg_zoo_discritune.data_loaders import dataset_records
-from egg_zoo_discritune.data_loaders.features import FeatureCache, fingerprint
+from egg_zoo_discritune.data_loaders.features import FeatureCache, PixelsWithFeatures, fingerprint
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset, image_loader
 from egg_zoo_discritune.data_loaders.streaming import ShardStream, find_shards, stream_loader
 from egg_zoo_discritune.egg_compat import load_engine
 from egg_zoo_discritune.engine.distributed import broadcast_from_leader, finish_distributed, leader_first, local_device
-from egg_zoo_discritune.factory import EXPORT_FILE, Preprocess, load_clips, load_sender
+from egg_zoo_discritune.archs.clipcap import ClipCapSender
+from egg_zoo_discritune.archs.registry import build_sender
+from egg_zoo_discritune.factory import EXPORT_FILE, Preprocess, load_clips, load_other_receivers, pixels_of
 from egg_zoo_discritune.games.baselines import build_baseline
 from egg_zoo_discritune.games.discriminative import DiscriminativeGame
 from egg_zoo_discritune.toyworld import demo
@@ -46,9 +48,14 @@ def build_optimizer(name: str, parameters: list[torch.nn.Parameter], lr: float) 
 
 
 def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, Preprocess]:
-    """The game and the image preprocessing its inputs need."""
+    """The game and the image preprocessing its inputs need (for a sender that reads its own pixels: a
+    pair, the sender's pixels and the retrievers')."""
     receiver, sender_encoder, preprocess = load_clips(cfg.receiver, cfg.sender.sender_clip)
-    sender = load_sender(cfg.sender, sender_encoder or receiver)
+    sender = build_sender(cfg.sender, sender_encoder or receiver)
+    if getattr(sender, "reads_pixels", False):
+        def preprocess_pair(image, sender_pixels=pixels_of(sender.image_processor), receiver_pixels=preprocess):
+            return sender_pixels(image), receiver_pixels(image)
+        preprocess = preprocess_pair
     strategy = engine.LoggingStrategy(store_sender_input=False, store_receiver_input=False, store_labels=True,
                                       store_aux_input=False, store_message=True, store_receiver_output=False,
                                       store_message_length=True)
@@ -61,9 +68,15 @@ def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, Preprocess
         temperature=cfg.game.temperature, beam_size=cfg.game.beam_size, max_len=cfg.egg.max_len,
         sender_image_encoder=sender_encoder, samples_per_image=cfg.game.samples_per_image,
         kl_coeff=cfg.game.kl_coeff, autocast_dtype=torch.bfloat16 if cfg.egg.precision == "bf16" else None,
-        micro_batch=cfg.game.micro_batch,
+        micro_batch=cfg.game.micro_batch, other_receivers=load_other_receivers(cfg.receiver),
+        receiver_mode=cfg.receiver.receiver_mode,
     )
     return game, preprocess
+
+
+def export_path(run_dir: Path, sender: torch.nn.Module) -> Path:
+    """ClipCap's export keeps ClipCap's file layout and name; other senders write their own state dict."""
+    return run_dir / (EXPORT_FILE if isinstance(sender, ClipCapSender) else "sender_finetuned.pt")
 
 
 def _validation_source(cfg: TrainConfig) -> Optional[tuple[Optional[str], Optional[str]]]:
@@ -78,12 +91,18 @@ def _validation_source(cfg: TrainConfig) -> Optional[tuple[Optional[str], Option
 
 
 def _dataset(cfg: TrainConfig, split: str, annotations: Optional[str], data_root: Optional[str], limit: int,
-             preprocess: Preprocess, cache: Optional[FeatureCache]):
+             preprocess: Preprocess, cache: Optional[FeatureCache], sender_pixels: Optional[Preprocess] = None):
     records = dataset_records(cfg.data.dataset, split, data_root, annotations, cfg.data.include_restval)
     if limit:
         records = records[:limit]
     source = f"{cfg.data.dataset}:{split}"
-    return cache.dataset(records, source) if cache else ImageRecordsDataset(records, preprocess, source=source)
+    if cache is None:
+        return ImageRecordsDataset(records, preprocess, source=source)
+    if sender_pixels is None:
+        return cache.dataset(records, source)
+    # A sender reading its own pixels still takes the retriever's side from the cache.
+    pixels = ImageRecordsDataset(cache.dataset(records).records, sender_pixels, source=source)
+    return PixelsWithFeatures(pixels, cache.dataset(pixels.records, source), n_missing=len(records) - len(pixels))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Path:
@@ -115,6 +134,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 
     game, preprocess = build_game(cfg, engine)
     cache = FeatureCache(Path(cfg.data.feature_cache), fingerprint(game.receiver)) if cfg.data.feature_cache else None
+    sender_pixels = pixels_of(game.sender.image_processor) if getattr(game.sender, "reads_pixels", False) else None
     if cfg.data.stream:
         if cfg.data.dataset != "conceptual" or cache is not None or not cfg.data.data_root:
             raise ValueError("--stream reads the img2dataset shards in --data_root of --dataset conceptual, from "
@@ -125,7 +145,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         train_data = stream_loader(train_set, cfg.data.num_workers)
     else:
         train_set = _dataset(cfg, cfg.data.train_split, cfg.data.annotations, cfg.data.data_root,
-                             cfg.data.max_train_images, preprocess, cache)
+                             cfg.data.max_train_images, preprocess, cache, sender_pixels)
         train_data = image_loader(train_set, cfg.egg.batch_size, shuffle_seed=cfg.egg.random_seed,
                                   num_workers=cfg.data.num_workers, context=context)
     if len(train_data) == 0:
@@ -133,7 +153,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     val_data = val_set = None
     val_source = _validation_source(cfg)
     if cfg.egg.validation_freq > 0 and val_source is not None:
-        val_set = _dataset(cfg, cfg.data.val_split, *val_source, cfg.data.max_val_images, preprocess, cache)
+        val_set = _dataset(cfg, cfg.data.val_split, *val_source, cfg.data.max_val_images, preprocess, cache,
+                           sender_pixels)
         if len(val_set) < cfg.egg.batch_size:
             raise ValueError(f"{len(val_set)} validation images, fewer than one block of {cfg.egg.batch_size} "
                              "candidates; lower --batch_size or add images")
@@ -149,7 +170,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                                  test_data_len=len(val_data) if val_data is not None else 0),
         JsonlLogger(run_dir / LOG_FILE, cfg.run.log_every),
         CheckpointSaver(str(run_dir), cfg.egg.checkpoint_freq, metadata={"config": config_dict}),
-        ExportOnTrainEnd(run_dir / EXPORT_FILE, game.sender.clipcap_state_dict),
+        ExportOnTrainEnd(export_path(run_dir, game.sender),
+                         getattr(game.sender, "export_state_dict", game.sender.state_dict)),
     ] if context.is_leader else []
     trainer = engine.make_trainer(game, optimizer, train_data, val_data, callbacks, device=device,
                                   validation_freq=cfg.egg.validation_freq, update_freq=cfg.egg.update_freq,
@@ -170,7 +192,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         finish_distributed()
         if not context.is_leader:
             return run_dir
-    log.info("done: checkpoints and %s in %s", EXPORT_FILE, run_dir)
+    log.info("done: checkpoints and %s in %s", export_path(run_dir, game.sender).name, run_dir)
     if cfg.run.preset == "demo" and cfg.run.demo_report:
         demo.report(cfg, run_dir)
     return run_dir

@@ -162,3 +162,31 @@ def make_assets(root: Path) -> TinyAssets:
     clip = write_clip(root / "clip")
     coco_json = write_karpathy(root / "coco", {"train": 8, "restval": 4, "val": 4, "test": 4})
     return TinyAssets(gpt2, weights, clip, root / "coco", coco_json)
+
+
+BLIP_WORDS = ["a", "picture", "of", "red", "green", "blue", "yellow", "circle", "square", "small", "big", "the"]
+
+
+def write_blip(directory: Path, seed: int = 0) -> Path:
+    """A tiny BlipForConditionalGeneration saved with its BERT tokenizer and image processor (as the
+    Salesforce/blip-image-captioning-* repositories are)."""
+    from transformers import BertTokenizer, BlipConfig, BlipForConditionalGeneration, BlipImageProcessor, BlipProcessor
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *BLIP_WORDS]
+    (directory / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizer(str(directory / "vocab.txt"), bos_token="[DEC]")
+    processor = BlipProcessor(BlipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}), tokenizer)
+    config = BlipConfig(
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, encoder_hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64,
+                         bos_token_id=vocab.index("[DEC]"), eos_token_id=vocab.index("[SEP]"),
+                         sep_token_id=vocab.index("[SEP]"), pad_token_id=0),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=IMAGE_SIZE, patch_size=8),
+        projection_dim=CLIP_DIM,
+    )
+    torch.manual_seed(seed)
+    BlipForConditionalGeneration(config).save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory

@@ -125,6 +125,8 @@ class ClipCapSender(nn.Module):
             state[f"gpt.transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
         return state
 
+    export_state_dict = clipcap_state_dict  # what a training run exports (the sender contract's name)
+
     def load_clipcap_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Strict load of a ClipCap state dict; the legacy GPT-2 attention buffers are dropped."""
         self.load_state_dict({k: v for k, v in state.items() if not _LEGACY_GPT2_BUFFER.match(k)}, strict=True)

@@ -108,3 +108,30 @@ class CachedFeaturesDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         row = self.cache.rows[self.records[index].image_id]
         return torch.from_numpy(np.array(self.cache.features[row])), index
+
+
+class PixelsWithFeatures(Dataset):
+    """Item ``i``: ``((the sender's pixels, the retriever's cached features), i)``, for a sender that reads
+    its own pixels (BLIP) while the retriever side comes from the cache; ``None`` if the image does not
+    decode. ``pixels`` and ``features`` hold the same records."""
+
+    def __init__(self, pixels: Dataset, features: CachedFeaturesDataset, n_missing: int = 0):
+        self.pixels, self.features = pixels, features
+        self.records = features.records
+        self.n_missing = n_missing
+        self.source = features.source
+
+    @property
+    def n_undecodable(self) -> int:
+        return self.pixels.n_undecodable
+
+    @property
+    def n_skipped(self) -> int:
+        return self.n_missing + self.n_undecodable
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        item = self.pixels[index]
+        return None if item is None else ((item[0], self.features[index][0]), index)

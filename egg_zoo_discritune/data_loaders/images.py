@@ -85,12 +85,16 @@ class ImageRecordsDataset(Dataset):
         return self.n_missing + self.n_undecodable
 
 
-def collate_images(items: list) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """Stacks the images that decoded; ``labels`` are their dataset indices."""
+def collate_images(items: list) -> Optional[tuple[torch.Tensor, ...]]:
+    """Stacks the images that decoded; ``labels`` are their dataset indices. Items holding a pair (the
+    sender's pixels, the retrievers' input) give EGG's ``(sender_input, labels, receiver_input)``."""
     items = [x for x in items if x is not None]
     if not items:
         return None
-    return torch.stack([x[0] for x in items]), torch.tensor([x[1] for x in items])
+    labels = torch.tensor([x[1] for x in items])
+    if isinstance(items[0][0], tuple):
+        return torch.stack([x[0][0] for x in items]), labels, torch.stack([x[0][1] for x in items])
+    return torch.stack([x[0] for x in items]), labels
 
 
 class BlockSampler(Sampler[int]):

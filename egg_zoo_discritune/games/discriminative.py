@@ -9,7 +9,7 @@ everything in the Interaction is a tensor with the batch first (captions as toke
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +21,7 @@ from egg_zoo_discritune.games.baselines import advantages
 from egg_zoo_discritune.games.rewards import REWARDS, retrieval_accuracy
 
 LOGPROB_REDUCTIONS = ("sum", "mean")
+RECEIVER_MODES = ("alternate", "average")
 
 
 def policy_gradient_loss(seq_logp: torch.Tensor, advantage: torch.Tensor, entropy: torch.Tensor,
@@ -51,16 +52,24 @@ class DiscriminativeGame(nn.Module):
         kl_coeff: float = 0.0,
         autocast_dtype: Optional[torch.dtype] = None,
         micro_batch: int = 0,
+        other_receivers: Sequence[nn.Module] = (),
+        receiver_mode: str = "alternate",
     ):
         super().__init__()
         if samples_per_image > 1 and train_decoding != "sample":
             raise ValueError("several captions per image need --train_decoding sample (greedy ones are identical)")
         if reward not in REWARDS:
             raise ValueError(f"unknown reward {reward!r}; expected one of {sorted(REWARDS)}")
+        if receiver_mode not in RECEIVER_MODES:
+            raise ValueError(f"unknown receiver mode {receiver_mode!r}; expected one of {RECEIVER_MODES}")
         if logprob_reduction not in LOGPROB_REDUCTIONS:
             raise ValueError(f"unknown log-prob reduction {logprob_reduction!r}; expected one of {LOGPROB_REDUCTIONS}")
         self.sender = sender
         self.receiver = receiver
+        # More frozen retrievers (--receiver a,b): rewards alternate between them per batch or are averaged.
+        self.other_receivers = nn.ModuleList(other_receivers)
+        self.receiver_mode = receiver_mode
+        self.register_buffer("updates", torch.zeros((), dtype=torch.long))
         self.baseline = baseline
         # None: the sender's prefix reads the retriever's image features (same CLIP, one pass per image).
         self.sender_image_encoder = sender_image_encoder
@@ -82,17 +91,31 @@ class DiscriminativeGame(nn.Module):
         # A frozen copy of the initial captioner, kept only when the KL penalty is on.
         self.reference = copy.deepcopy(sender).requires_grad_(False) if kl_coeff > 0 else None
 
-    def image_features(self, sender_input: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(retriever features, sender prefix features) of a batch of pixels ``[B, 3, H, W]`` or of
-        precomputed retriever features ``[B, D]``."""
-        if sender_input.dim() == 2:
-            if self.sender_image_encoder is not None:
-                raise ValueError("precomputed features can only be used when sender and retriever share the CLIP")
-            return sender_input.float(), sender_input.float()
-        retriever_features = self.receiver.encode_images(sender_input)
-        if self.sender_image_encoder is None:
-            return retriever_features, retriever_features
-        return retriever_features, self.sender_image_encoder.encode_images(sender_input)
+    @property
+    def receivers(self) -> list[nn.Module]:
+        return [self.receiver, *self.other_receivers]
+
+    def inputs(self, sender_input: torch.Tensor, receiver_input: Optional[torch.Tensor]
+               ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(what the sender reads, each retriever's image features). The retrievers read ``receiver_input``
+        (pixels ``[B, 3, H, W]`` or the first retriever's cached features ``[B, D]``), or ``sender_input``
+        when the batch has none. A ClipCap reads the first retriever's features (or its own CLIP's); a
+        sender with ``reads_pixels`` reads ``sender_input``, its own preprocessing of the images."""
+        images = receiver_input if receiver_input is not None else sender_input
+        if images.dim() == 2:
+            if self.other_receivers or (self.sender_image_encoder is not None and receiver_input is None):
+                raise ValueError("a feature cache holds one retriever's features: several retrievers or a sender "
+                                 "with its own --sender_clip need the images")
+            features = [images.float()]
+        else:
+            features = [receiver.encode_images(images) for receiver in self.receivers]
+        if getattr(self.sender, "reads_pixels", False):
+            if receiver_input is None:
+                raise ValueError("this sender reads its own pixels: batches must carry the retriever's input too")
+            return sender_input, features
+        if self.sender_image_encoder is not None:
+            return self.sender_image_encoder.encode_images(sender_input), features
+        return features[0], features
 
     def teacher_forced(self, sender: nn.Module, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
                        temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,31 +136,48 @@ class DiscriminativeGame(nn.Module):
                 receiver_input: Any = None, aux_input: Optional[dict] = None):
         with torch.autocast(sender_input.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            return self._play(sender_input, labels)
+            return self._play(sender_input, labels, receiver_input)
 
-    def _play(self, sender_input: torch.Tensor, labels: Optional[torch.Tensor]):
-        images, prefix_features = self.image_features(sender_input)
+    def _scores(self, texts: list[str], features: list[torch.Tensor], k: int) -> tuple[torch.Tensor, dict, int]:
+        """The reward of each caption, the retrieval accuracies (``acc``: the rewarding retriever's in
+        training, the first one's in evaluation; ``acc_<i>``: retriever i's, in evaluation), and the
+        number of candidate images (of every process)."""
+        if self.training and self.receiver_mode == "alternate":
+            scored = [int(self.updates) % len(self.receivers)]
+        else:
+            scored = range(len(self.receivers))
+        rewards, accuracy = [], {}
+        for i in scored:
+            # Under torchrun the distractors are the images of every rank: the same game as one process.
+            candidates, offset = all_gather_rows(features[i].float())
+            receiver = self.receivers[i]
+            scores = receiver.score(receiver.encode_texts(texts), candidates)
+            targets = torch.arange(offset, offset + features[i].size(0), device=scores.device).repeat_interleave(k)
+            rewards.append(self.reward_fn(scores, targets))
+            accuracy[f"acc_{i}"] = retrieval_accuracy(scores, targets)
+        if self.training:
+            return torch.stack(rewards).mean(0), {"acc": accuracy[f"acc_{scored[0]}"]}, candidates.size(0)
+        # Evaluation: the reward and P@1 of the first retriever; every retriever's P@1 besides.
+        return rewards[0], {"acc": accuracy["acc_0"], **(accuracy if len(self.receivers) > 1 else {})}, \
+            candidates.size(0)
+
+    def _play(self, sender_input: torch.Tensor, labels: Optional[torch.Tensor], receiver_input: Any):
+        sender_in, features = self.inputs(sender_input, receiver_input)
         mode = self.train_decoding if self.training else self.test_decoding
         # k captions per image in training: rows k*i .. k*i+k-1 describe image i.
         k = self.samples_per_image if self.training else 1
-        prefix_features = prefix_features.repeat_interleave(k, dim=0)
-        tokens, lengths = self.sender.generate(prefix_features, mode=mode, max_new_tokens=self.max_len,
+        sender_in = sender_in.repeat_interleave(k, dim=0)
+        tokens, lengths = self.sender.generate(sender_in, mode=mode, max_new_tokens=self.max_len,
                                                num_beams=self.beam_size, temperature=self.temperature)
         with torch.no_grad():
-            texts = self.sender.decode(tokens, lengths)
-            # Under torchrun the distractors are the images of every rank: the same game as one process.
-            candidates, offset = all_gather_rows(images.float())
-            scores = self.receiver.score(self.receiver.encode_texts(texts), candidates)
-            targets = torch.arange(offset, offset + images.size(0), device=scores.device).repeat_interleave(k)
-            reward = self.reward_fn(scores, targets)
-            acc = retrieval_accuracy(scores, targets)
+            reward, accuracy, n_candidates = self._scores(self.sender.decode(tokens, lengths), features, k)
         if not torch.isfinite(reward).all():
-            raise FloatingPointError(f"non-finite reward in this batch: {reward.tolist()}; scores range "
-                                     f"[{scores.min().item()}, {scores.max().item()}]")
-        aux = {"acc": acc, "reward": reward, "length": lengths.float()}
+            raise FloatingPointError(f"non-finite reward in this batch: {reward.tolist()}")
+        n_images = features[0].size(0)
+        aux = {**accuracy, "reward": reward, "length": lengths.float()}
         if self.training:
             temperature = self.temperature if mode == "sample" else 1.0
-            token_logp, token_entropy = self.teacher_forced(self.sender, prefix_features, tokens, lengths, temperature)
+            token_logp, token_entropy = self.teacher_forced(self.sender, sender_in, tokens, lengths, temperature)
             seq_logp = token_logp.sum(1)
             if self.logprob_reduction == "mean":
                 seq_logp = seq_logp / lengths
@@ -145,8 +185,7 @@ class DiscriminativeGame(nn.Module):
             shaped = reward
             if self.reference is not None:
                 with torch.no_grad():
-                    reference_logp, _ = self.teacher_forced(self.reference, prefix_features, tokens, lengths,
-                                                            temperature)
+                    reference_logp, _ = self.teacher_forced(self.reference, sender_in, tokens, lengths, temperature)
                 # Sampled-token estimate of KL(policy || initial captioner) for each caption.
                 kl = (token_logp.detach() - reference_logp).sum(1)
                 shaped = reward - self.kl_coeff * kl
@@ -161,14 +200,17 @@ class DiscriminativeGame(nn.Module):
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite loss {loss.item()}: log-probs {seq_logp.tolist()}")
             self.baseline.update(all_shaped)
+            self.updates += 1
             aux.update(baseline=baseline.detach(), logp=seq_logp.detach(), entropy=entropy.detach())
             # DDP averages gradients over ranks; weighting by this rank's share of the global batch makes
             # that average the global batch mean even when ranks hold different numbers of images.
             loss = loss * (shaped.size(0) * world_size() / all_shaped.size(0))
         else:
-            loss = -reward.mean() * (images.size(0) * world_size() / candidates.size(0))
+            loss = -reward.mean() * (n_images * world_size() / n_candidates)
         message = F.pad(tokens, (0, self.max_len - tokens.size(1)), value=self.sender.pad_id)
-        labels = targets if labels is None else labels.repeat_interleave(k)
+        if labels is None:
+            labels = torch.arange(n_images, device=tokens.device)
+        labels = labels.repeat_interleave(k)
         interaction = self.logging_strategy.filtered_interaction(
             sender_input=None, receiver_input=None, labels=labels, aux_input=None, message=message,
             receiver_output=None, message_length=lengths, aux=aux,
@@ -178,7 +220,8 @@ class DiscriminativeGame(nn.Module):
     def checkpoint_state_dict(self) -> dict[str, torch.Tensor]:
         """Trainable parameters and the baseline's state; frozen weights are rebuilt from their files."""
         trainable = {name for name, p in self.named_parameters() if p.requires_grad}
-        return {k: v for k, v in self.state_dict().items() if k in trainable or k.startswith("baseline.")}
+        return {k: v for k, v in self.state_dict().items()
+                if k in trainable or k.startswith("baseline.") or k == "updates"}
 
     def load_checkpoint_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         missing, unexpected = self.load_state_dict(state, strict=False)

@@ -1,0 +1,109 @@
+"""BLIP captioner (a sender that reads its own pixels) via transformers' ``BlipForConditionalGeneration``.
+
+``Salesforce/blip-image-captioning-base`` (and ``-large``) are BLIP finetuned on COCO captions. The
+vision encoder stays frozen; the text decoder is what DiscriTune trains. Log-probabilities come from the
+decoder's logits, not from BLIP's label-smoothed loss. Captions follow an optional text prompt
+("a picture of ", as BLIP's own captioning) and end at BLIP's end token ([SEP]).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import nn
+from transformers import AutoProcessor, BlipForConditionalGeneration, PreTrainedTokenizerBase
+
+from egg_zoo_discritune.archs.clipcap import caption_lengths
+from egg_zoo_discritune.archs.weights import pretrained_or_error
+
+
+class BlipSender(nn.Module):
+    """The sender contract of ``ClipCapSender`` with ``reads_pixels``: its inputs are BLIP-preprocessed
+    pixels (``image_processor``), not the retriever's features."""
+
+    reads_pixels = True
+
+    def __init__(self, model: BlipForConditionalGeneration, tokenizer: PreTrainedTokenizerBase,
+                 image_processor=None, prompt: str = "a picture of "):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.image_processor = image_processor
+        text = model.config.text_config
+        self.bos_id, self.eos_id, self.pad_id = text.bos_token_id, text.sep_token_id, text.pad_token_id
+        # BLIP's captioning prompt: the tokenizer's [CLS] prompt [SEP] with [CLS] -> [DEC] and [SEP] dropped.
+        ids = tokenizer(prompt).input_ids[:-1] if prompt else [0]
+        self.register_buffer("prompt_ids", torch.tensor([self.bos_id, *ids[1:]]), persistent=False)
+        self.model.vision_model.requires_grad_(False)
+        self.train()
+
+    def train(self, mode: bool = True) -> "BlipSender":
+        super().train(mode)
+        self.model.eval()  # no dropout: samples and their log-probs come from the same network
+        return self
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def _image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.vision_model(pixel_values=pixels.to(self.model.dtype))[0]
+
+    def _prompt(self, n: int) -> torch.Tensor:
+        return self.prompt_ids.unsqueeze(0).expand(n, -1)
+
+    @torch.no_grad()
+    def generate(self, pixels: torch.Tensor, mode: str = "greedy", max_new_tokens: int = 40, num_beams: int = 5,
+                 temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Caption token ids ``[B, T]`` after the prompt, padded, and their lengths ([SEP] included)."""
+        embeds = self._image_embeds(pixels)
+        options = dict(do_sample=False, num_beams=1)
+        if mode == "sample":
+            options = dict(do_sample=True, top_k=0, top_p=1.0, temperature=temperature)
+        elif mode == "beam":
+            options = dict(do_sample=False, num_beams=num_beams)
+        elif mode != "greedy":
+            raise ValueError(f"unknown decoding mode {mode!r}; expected greedy, sample or beam")
+        prompt = self._prompt(pixels.size(0))
+        out = self.model.text_decoder.generate(
+            input_ids=prompt, encoder_hidden_states=embeds,
+            encoder_attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
+            eos_token_id=self.eos_id, pad_token_id=self.pad_id, max_new_tokens=max_new_tokens, **options)
+        tokens = out[:, prompt.size(1):]
+        return tokens, caption_lengths(tokens, [self.eos_id])
+
+    def log_probs(self, pixels: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
+                  temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probabilities and entropies ``[B, T]`` of ``tokens`` given the image and prompt."""
+        embeds = self._image_embeds(pixels)
+        prompt = self._prompt(tokens.size(0))
+        logits = self.model.text_decoder(
+            input_ids=torch.cat([prompt, tokens], 1), encoder_hidden_states=embeds,
+            encoder_attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
+        ).logits
+        # The logit at position p predicts token p + 1: the last prompt position predicts the first token.
+        logits = logits[:, prompt.size(1) - 1:-1].float()
+        logp = (logits / temperature).log_softmax(-1)
+        token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.unsqueeze(1)
+        return token_logp * mask, entropy * mask
+
+    def decode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
+        rows = [row[:n].tolist() for row, n in zip(tokens, lengths)]
+        return [t.strip() for t in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
+
+    def export_state_dict(self) -> dict[str, torch.Tensor]:
+        """The whole BLIP state dict (``BlipForConditionalGeneration.load_state_dict`` reads it)."""
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+
+def build_blip(source: str, prompt: str = "a picture of ", weights: Optional[str] = None) -> BlipSender:
+    """A BLIP sender from a hub id or a ``save_pretrained`` directory (model, tokenizer, image processor);
+    ``weights``: a state dict exported by this package, loaded over it."""
+    model = pretrained_or_error(BlipForConditionalGeneration, source, "BLIP")
+    processor = pretrained_or_error(AutoProcessor, source, "the BLIP processor")
+    if weights:
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    return BlipSender(model, processor.tokenizer, processor.image_processor, prompt)

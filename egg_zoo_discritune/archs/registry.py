@@ -1,0 +1,92 @@
+"""Named senders and receivers, and the one factory for each (``--sender NAME``, ``--receiver NAME``).
+
+A sender entry is a function ``build(options: SenderOptions, encoder: ClipRetriever) -> nn.Module``
+(``encoder``: the CLIP whose image features a feature-reading sender gets); a receiver entry is a
+function ``build(options: ReceiverOptions) -> (retriever, preprocess)``. Other packages add entries
+without touching this one, through Python entry points in the groups ``egg_zoo_discritune.senders`` and
+``egg_zoo_discritune.receivers`` (the entry point's name is the ``--sender`` / ``--receiver`` name).
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Callable
+
+from torch import nn
+
+from egg_zoo_discritune.archs.blip import build_blip
+from egg_zoo_discritune.archs.clip import ClipRetriever, load_retriever
+from egg_zoo_discritune.config import ReceiverOptions, SenderOptions
+
+SENDER_GROUP = "egg_zoo_discritune.senders"
+RECEIVER_GROUP = "egg_zoo_discritune.receivers"
+
+SenderBuilder = Callable[[SenderOptions, ClipRetriever], nn.Module]
+ReceiverBuilder = Callable[[ReceiverOptions], tuple]
+
+
+def _clipcap(mapping: str) -> SenderBuilder:
+    def build(options: SenderOptions, encoder: ClipRetriever) -> nn.Module:
+        from egg_zoo_discritune.factory import load_sender  # the factory builds ClipCaps for evaluation too
+
+        return load_sender(options, encoder, mapping=mapping)
+    return build
+
+
+def _blip(hub_id: str) -> SenderBuilder:
+    def build(options: SenderOptions, encoder: ClipRetriever) -> nn.Module:
+        return build_blip(options.sender_source or hub_id, options.prompt)
+    return build
+
+
+def _clip(hub_id: str) -> ReceiverBuilder:
+    def build(options: ReceiverOptions) -> tuple:
+        return load_retriever(hub_id, options.receiver_tokenizer, options.similarity)
+    return build
+
+
+SENDERS: dict[str, SenderBuilder] = {
+    # ClipCap (the paper's main captioner): GPT-2 from --gpt2, mapper and GPT-2 weights from --clipcap_weights;
+    # the mapper type is read off the weights file, the name sets it for a new mapper.
+    "clipcap-mlp": _clipcap("mlp"),
+    "clipcap-transformer": _clipcap("transformer"),
+    # BLIP finetuned on COCO captions (the paper's second captioner); --sender_source for a local copy.
+    "blip-base": _blip("Salesforce/blip-image-captioning-base"),
+    "blip-large": _blip("Salesforce/blip-image-captioning-large"),
+}
+
+RECEIVERS: dict[str, ReceiverBuilder] = {
+    "clip-vit-b32": _clip("openai/clip-vit-base-patch32"),  # the paper's retriever
+    "clip-vit-b16": _clip("openai/clip-vit-base-patch16"),
+    "clip-vit-l14": _clip("openai/clip-vit-large-patch14"),
+}
+
+
+def _plugins(group: str) -> dict[str, metadata.EntryPoint]:
+    return {ep.name: ep for ep in metadata.entry_points(group=group)}
+
+
+def sender_names() -> list[str]:
+    return sorted({*SENDERS, *_plugins(SENDER_GROUP)})
+
+
+def build_sender(options: SenderOptions, encoder: ClipRetriever) -> nn.Module:
+    """The sender named ``options.sender``: built in, or registered by another package."""
+    builder = SENDERS.get(options.sender)
+    if builder is None:
+        plugin = _plugins(SENDER_GROUP).get(options.sender)
+        if plugin is None:
+            raise ValueError(f"unknown sender {options.sender!r}; known: {', '.join(sender_names())} (packages "
+                             f"add more through the {SENDER_GROUP!r} entry-point group)")
+        builder = plugin.load()
+    return builder(options, encoder)
+
+
+def build_receiver(options: ReceiverOptions, name: str) -> tuple:
+    """``(retriever, preprocess)`` for ``name``: a registered name, else a hub id, HF directory or OpenAI .pt."""
+    builder = RECEIVERS.get(name)
+    if builder is None and name in _plugins(RECEIVER_GROUP):
+        builder = _plugins(RECEIVER_GROUP)[name].load()
+    if builder is None:
+        return load_retriever(name, options.receiver_tokenizer, options.similarity)
+    return builder(options)
