@@ -77,10 +77,14 @@ class SenderOptions:
     """The captioner."""
 
     sender: str = opt("clipcap-mlp", "captioner: clipcap-mlp, clipcap-transformer (the mapper of a new ClipCap; "
-                                     "a weights file sets its own), blip-base, blip-large, or a name another "
-                                     "package registers (entry-point group egg_zoo_discritune.senders)")
+                                     "a weights file sets its own), blip-base, blip-large, egg-rnn (EGG's "
+                                     "RnnSenderReinforce learning from scratch), or a name another package "
+                                     "registers (entry-point group egg_zoo_discritune.senders)")
     sender_source: Optional[str] = opt(None, "BLIP: hub id or save_pretrained directory (default: the named "
                                              "Salesforce/blip-image-captioning-* model)")
+    egg_words: list[str] = opt(["red", "green", "blue", "yellow", "white", "black", "circle", "square", "triangle",
+                                "star", "small", "big", "left", "right", "top", "bottom"],
+                               "--sender egg-rnn: the words its symbols 1..N stand for (symbol 0 is EOS)")
     prompt: str = opt("a picture of ", "BLIP: the text the captions continue (BLIP's captioning prompt; '' for none)")
     clipcap_weights: Optional[str] = opt(None, "ClipCap state dict (coco_weights.pt, conceptual_weights.pt, or an "
                                                "export of this package); without it GPT-2 is pretrained and the "

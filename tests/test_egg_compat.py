@@ -14,19 +14,6 @@ from egg_zoo_discritune.egg_compat import load_engine
 from tests.egg_standin import write_egg_project
 
 
-@pytest.fixture
-def standin_on_path(tmp_path, monkeypatch):
-    project = write_egg_project(tmp_path / "EGG")
-    monkeypatch.syspath_prepend(str(project))
-    saved = {k: v for k, v in sys.modules.items() if k == "egg" or k.startswith("egg.")}
-    for name in saved:
-        del sys.modules[name]
-    yield project
-    for name in [k for k in sys.modules if k == "egg" or k.startswith("egg.")]:
-        del sys.modules[name]
-    sys.modules.update(saved)
-
-
 def test_builtin_engine_without_egg():
     if load_engine("auto").name == "egg":
         pytest.skip("EGG is installed in this environment")

@@ -16,6 +16,7 @@ from torch import nn
 
 from egg_zoo_discritune.archs.blip import build_blip
 from egg_zoo_discritune.archs.clip import ClipRetriever, load_retriever
+from egg_zoo_discritune.archs.egg_rnn import build_egg_rnn
 from egg_zoo_discritune.config import ReceiverOptions, SenderOptions
 
 SENDER_GROUP = "egg_zoo_discritune.senders"
@@ -39,6 +40,10 @@ def _blip(hub_id: str) -> SenderBuilder:
     return build
 
 
+def _egg_rnn(options: SenderOptions, encoder: ClipRetriever) -> nn.Module:
+    return build_egg_rnn(encoder.model.config.projection_dim, options.egg_words)
+
+
 def _clip(hub_id: str) -> ReceiverBuilder:
     def build(options: ReceiverOptions) -> tuple:
         return load_retriever(hub_id, options.receiver_tokenizer, options.similarity)
@@ -53,6 +58,8 @@ SENDERS: dict[str, SenderBuilder] = {
     # BLIP finetuned on COCO captions (the paper's second captioner); --sender_source for a local copy.
     "blip-base": _blip("Salesforce/blip-image-captioning-base"),
     "blip-large": _blip("Salesforce/blip-image-captioning-large"),
+    # An emergent-language agent learning from scratch: EGG's RnnSenderReinforce over --egg_words.
+    "egg-rnn": _egg_rnn,
 }
 
 RECEIVERS: dict[str, ReceiverBuilder] = {
