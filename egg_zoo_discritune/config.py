@@ -106,9 +106,10 @@ class ReceiverOptions:
     """The frozen retriever."""
 
     receiver: str = opt("clip-vit-b32", "frozen retriever(s), comma-separated: clip-vit-b32 (the paper's), "
-                                        "clip-vit-b16, clip-vit-l14, a name another package registers (entry-point "
-                                        "group egg_zoo_discritune.receivers), a hub id, an HF directory or an "
-                                        "OpenAI .pt; the first one's image features feed ClipCap")
+                                        "clip-vit-b16, clip-vit-l14, siglip-base, a name another package "
+                                        "registers (entry-point group egg_zoo_discritune.receivers), a CLIP or "
+                                        "SigLIP hub id or HF directory, or an OpenAI CLIP .pt; the first one's "
+                                        "image features feed ClipCap")
     receiver_mode: str = opt("alternate", "with several retrievers: each batch's reward from the next retriever "
                                           "in turn, or the average of their rewards", ("alternate", "average"))
     receiver_tokenizer: Optional[str] = opt(None, "CLIP tokenizer (hub id or directory) for an OpenAI .pt retriever")

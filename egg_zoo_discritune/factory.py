@@ -58,8 +58,11 @@ def load_other_receivers(receiver: ReceiverOptions) -> list[ClipRetriever]:
 
 
 def _same_pixels(processor, other, what: str) -> None:
-    if other.crop_size != processor.crop_size:
-        raise ValueError(f"{what} takes {other.crop_size} images but the retriever {processor.crop_size}; "
+    def pixels(p) -> dict:  # what the model sees: the crop (CLIP) or the resize (SigLIP), and the normalisation
+        return {"size": getattr(p, "crop_size", None) or p.size, "mean": p.image_mean, "std": p.image_std}
+
+    if pixels(other) != pixels(processor):
+        raise ValueError(f"{what} takes other pixels ({pixels(other)}) than the retriever ({pixels(processor)}); "
                          "both must read the same pixels")
 
 

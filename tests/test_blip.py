@@ -6,6 +6,7 @@ import torch
 
 from egg_zoo_discritune.archs.blip import build_blip
 from egg_zoo_discritune.engine.checkpoint import load_checkpoint
+from egg_zoo_discritune.evaluate import main as evaluate
 from egg_zoo_discritune.train import main as train
 from tests.test_train import _argv
 from tests.tiny_assets import write_blip
@@ -58,3 +59,17 @@ def test_training_changes_only_the_text_decoder(tiny, blip_dir, tmp_path):
     vision = [k for k in original if k.startswith("vision_model.")]
     assert vision and all(torch.equal(exported[k], original[k]) for k in vision)
     assert any(not torch.equal(exported[k], original[k]) for k in original if k.startswith("text_decoder."))
+
+
+def test_evaluate_a_blip_run(tiny, blip_dir, tmp_path):
+    run_dir = train(_argv(tiny, tmp_path / "run", "--sender", "blip-base", "--sender_source", str(blip_dir),
+                          "--n_epochs", "1", "--max_len", "6"))
+    results = evaluate(["--sender", "blip-base", "--sender_source", str(blip_dir), "--receiver", str(tiny.clip),
+                        "--checkpoints", "pretrained", str(run_dir), "--test_sets", "coco", "--root",
+                        f"coco={tiny.coco_root}", "--block_size", "2", "--no-nlg", "--decoding", "greedy",
+                        "--max_len", "6", "--num_workers", "0", "--output_dir", str(tmp_path / "eval")])
+    pretrained, finetuned = results[0], results[1]
+    assert pretrained["checkpoint"] == str(blip_dir) and finetuned["checkpoint"].endswith("final.tar")
+    assert pretrained["n_images"] == finetuned["n_images"] == 4
+    lines = (tmp_path / "eval" / "captions" / "run__coco.jsonl").read_text().splitlines()
+    assert len(lines) == 4

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from PIL import Image
 
 from egg_zoo_discritune.archs.clip import ClipRetriever, load_retriever
 from egg_zoo_discritune.archs.openai_clip import clip_from_openai_state_dict, openai_clip_config
@@ -79,3 +80,26 @@ def test_unknown_similarity_is_refused(tiny):
     retriever, _ = load_retriever(str(tiny.clip))
     with pytest.raises(ValueError, match="similarity"):
         ClipRetriever(retriever.model, retriever.tokenizer, similarity="l2")
+
+
+def test_siglip_retriever(tiny, tmp_path):
+    from transformers import SiglipModel
+
+    from egg_zoo_discritune.config import ReceiverOptions
+    from egg_zoo_discritune.data_loaders.features import fingerprint
+    from egg_zoo_discritune.factory import load_other_receivers
+    from tests.tiny_assets import write_siglip
+
+    directory = write_siglip(tmp_path / "siglip")
+    retriever, processor = load_retriever(str(directory), similarity="scaled_cosine")
+    assert isinstance(retriever.model, SiglipModel) and fingerprint(retriever)["image_tower_sha256"]
+    pixels = processor(images=[Image.new("RGB", (40, 30), "red")], return_tensors="pt").pixel_values
+    assert pixels.shape == (1, 3, 32, 32)
+    expected = retriever.model.get_image_features(pixel_values=pixels).pooler_output
+    torch.testing.assert_close(retriever.encode_images(pixels), expected)
+    # Padded to the full context as SigLIP was trained: a caption's embedding does not depend on its batch.
+    texts = ["a red square", "a much longer caption about a small green circle"]
+    torch.testing.assert_close(retriever.encode_texts(texts)[:1], retriever.encode_texts(texts[:1]))
+    assert retriever.score(retriever.encode_texts(texts), retriever.encode_images(pixels)).shape == (2, 1)
+    with pytest.raises(ValueError, match="other pixels"):  # SigLIP normalises differently from CLIP
+        load_other_receivers(ReceiverOptions(receiver=f"{tiny.clip},{directory}"))

@@ -190,3 +190,22 @@ def write_blip(directory: Path, seed: int = 0) -> Path:
     BlipForConditionalGeneration(config).save_pretrained(directory)
     processor.save_pretrained(directory)
     return directory
+
+
+def write_siglip(directory: Path, seed: int = 0) -> Path:
+    """A tiny SiglipModel directory (the byte-level CLIP tokenizer stands in for SigLIP's SentencePiece one)."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+    tokenizer = write_clip_tokenizer(directory)
+    n = len(tokenizer)
+    config = SiglipConfig(
+        text_config=dict(vocab_size=n, hidden_size=CLIP_DIM, intermediate_size=32, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=16, pad_token_id=n - 1, eos_token_id=n - 1,
+                         bos_token_id=n - 2),
+        vision_config=dict(hidden_size=CLIP_DIM, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=IMAGE_SIZE, patch_size=8),
+    )
+    torch.manual_seed(seed)
+    SiglipModel(config).save_pretrained(directory)
+    SiglipImageProcessor(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(directory)
+    return directory

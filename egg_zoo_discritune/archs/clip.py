@@ -10,12 +10,14 @@ from typing import Optional
 
 import torch
 from torch import nn
-from transformers import AutoTokenizer, CLIPImageProcessorPil, CLIPModel, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoTokenizer, CLIPImageProcessorPil, CLIPModel, PreTrainedTokenizerBase,
+                          SiglipImageProcessorPil, SiglipModel)
 
 from egg_zoo_discritune.archs.openai_clip import clip_from_openai_state_dict
 from egg_zoo_discritune.archs.weights import load_state_dict_file, pretrained_or_error
 
 SIMILARITIES = ("dot", "cosine", "scaled_cosine")
+RETRIEVER_MODELS = {"clip": CLIPModel, "siglip": SiglipModel}
 
 
 class ClipRetriever(nn.Module):
@@ -37,6 +39,7 @@ class ClipRetriever(nn.Module):
         self.name = name
         self.image_processor = image_processor
         self.context_length = model.config.text_config.max_position_embeddings
+        self.padding = "max_length" if isinstance(model, SiglipModel) else True
 
     def train(self, mode: bool = True) -> "ClipRetriever":
         return super().train(False)
@@ -49,9 +52,10 @@ class ClipRetriever(nn.Module):
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> torch.Tensor:
         device = self.model.logit_scale.device
-        batch = self.tokenizer(texts, padding=True, truncation=True, max_length=self.context_length,
+        batch = self.tokenizer(texts, padding=self.padding, truncation=True, max_length=self.context_length,
                                return_tensors="pt").to(device)
-        out = self.model.get_text_features(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+        mask = None if isinstance(self.model, SiglipModel) else batch.attention_mask  # SigLIP attends to padding
+        out = self.model.get_text_features(input_ids=batch.input_ids, attention_mask=mask)
         return out.pooler_output.float()
 
     def score(self, text_features: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:
@@ -62,11 +66,13 @@ class ClipRetriever(nn.Module):
         return cosine * self.model.logit_scale.exp().float() if self.similarity == "scaled_cosine" else cosine
 
 
-def image_processor_for(model: CLIPModel, source: str) -> CLIPImageProcessorPil:
+def image_processor_for(model: CLIPModel | SiglipModel, source: str):
     """The preprocessing saved with the model, else OpenAI's (bicubic resize, centre crop, CLIP mean/std)."""
     path = Path(source)
     if path.is_file() or (path.is_dir() and not (path / "preprocessor_config.json").is_file()):
         return _default(model)
+    if isinstance(model, SiglipModel):
+        return pretrained_or_error(SiglipImageProcessorPil, source, "the SigLIP image processor")
     return pretrained_or_error(CLIPImageProcessorPil, source, "the CLIP image processor")
 
 
@@ -86,7 +92,10 @@ def load_retriever(source: str, tokenizer: Optional[str] = None, similarity: str
         model = clip_from_openai_state_dict(load_state_dict_file(Path(source), "the OpenAI CLIP checkpoint"))
         tokenizer = tokenizer or "openai/clip-vit-base-patch32"
     else:
-        model = pretrained_or_error(CLIPModel, source, "CLIP")
+        model_type = getattr(pretrained_or_error(AutoConfig, source, "the retriever's config"), "model_type", None)
+        if model_type not in RETRIEVER_MODELS:
+            raise ValueError(f"{source}: a {model_type!r} model; a retriever is one of {sorted(RETRIEVER_MODELS)}")
+        model = pretrained_or_error(RETRIEVER_MODELS[model_type], source, "the retriever")
         tokenizer = tokenizer or source
     text_tokenizer = pretrained_or_error(AutoTokenizer, tokenizer, "the CLIP tokenizer")
     processor = image_processor_for(model, source)

@@ -66,6 +66,7 @@ RECEIVERS: dict[str, ReceiverBuilder] = {
     "clip-vit-b32": _clip("openai/clip-vit-base-patch32"),  # the paper's retriever
     "clip-vit-b16": _clip("openai/clip-vit-base-patch16"),
     "clip-vit-l14": _clip("openai/clip-vit-large-patch14"),
+    "siglip-base": _clip("google/siglip-base-patch16-224"),  # SigLIP: sigmoid-trained, read as scaled cosine too
 }
 
 

@@ -29,8 +29,8 @@ def fingerprint(retriever: ClipRetriever) -> dict:
     """What the cached features depend on: the image tower's weights and the pixel preprocessing."""
     digest = hashlib.sha256()
     model = retriever.model
-    for name, tensor in sorted({**dict(model.vision_model.named_parameters(prefix="vision_model")),
-                                **dict(model.visual_projection.named_parameters(prefix="visual_projection"))}.items()):
+    tower = {n: p for n, p in model.named_parameters() if n.startswith(("vision_model.", "visual_projection."))}
+    for name, tensor in sorted(tower.items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().numpy().tobytes())
     processor = retriever.image_processor.to_dict()
