@@ -17,7 +17,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from egg_zoo_discritune.engine.checkpoint import CheckpointSaver, ExportOnTrainEnd, load_checkpoint, restore, unwrap
+from egg_zoo_discritune.archs.clipcap import ClipCapSender
+from egg_zoo_discritune.archs.registry import build_sender
 from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.config import TrainConfig, parse_config
 from egg_zoo_discritune.data_loaders import dataset_records
@@ -25,14 +26,13 @@ from egg_zoo_discritune.data_loaders.features import FeatureCache, PixelsWithFea
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset, image_loader
 from egg_zoo_discritune.data_loaders.streaming import ShardStream, find_shards, stream_loader
 from egg_zoo_discritune.egg_compat import load_engine
+from egg_zoo_discritune.engine.checkpoint import CheckpointSaver, ExportOnTrainEnd, load_checkpoint, restore, unwrap
 from egg_zoo_discritune.engine.distributed import broadcast_from_leader, finish_distributed, leader_first, local_device
-from egg_zoo_discritune.archs.clipcap import ClipCapSender
-from egg_zoo_discritune.archs.registry import build_sender
 from egg_zoo_discritune.factory import EXPORT_FILE, Preprocess, load_clips, load_other_receivers, pixels_of
 from egg_zoo_discritune.games.baselines import build_baseline
 from egg_zoo_discritune.games.discriminative import DiscriminativeGame
-from egg_zoo_discritune.toyworld import demo
 from egg_zoo_discritune.run_dir import CONFIG_FILE, LOG_FILE, JsonlLogger, latest_checkpoint, prepare_run_dir, write_json
+from egg_zoo_discritune.toyworld import demo
 
 log = logging.getLogger("discritune")
 

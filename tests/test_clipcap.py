@@ -2,7 +2,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from egg_zoo_discritune.archs.clipcap import build_clipcap, caption_lengths, stop_token_ids
+from egg_zoo_discritune.archs.clipcap import build_clipcap, stop_token_ids
+from egg_zoo_discritune.archs.decoding import caption_lengths
 from egg_zoo_discritune.archs.weights import MissingWeightsError
 from tests.tiny_assets import CLIP_DIM, GPT2_EMBED, clipcap_original_state_dict
 

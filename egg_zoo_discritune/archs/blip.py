@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from transformers import AutoProcessor, BlipForConditionalGeneration, PreTrainedTokenizerBase
 
-from egg_zoo_discritune.archs.clipcap import caption_lengths
+from egg_zoo_discritune.archs.decoding import caption_lengths, generate_options, token_log_probs
 from egg_zoo_discritune.archs.weights import pretrained_or_error
 
 
@@ -58,18 +58,12 @@ class BlipSender(nn.Module):
                  temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Caption token ids ``[B, T]`` after the prompt, padded, and their lengths ([SEP] included)."""
         embeds = self._image_embeds(pixels)
-        options = dict(do_sample=False, num_beams=1)
-        if mode == "sample":
-            options = dict(do_sample=True, top_k=0, top_p=1.0, temperature=temperature)
-        elif mode == "beam":
-            options = dict(do_sample=False, num_beams=num_beams)
-        elif mode != "greedy":
-            raise ValueError(f"unknown decoding mode {mode!r}; expected greedy, sample or beam")
         prompt = self._prompt(pixels.size(0))
         out = self.model.text_decoder.generate(
             input_ids=prompt, encoder_hidden_states=embeds,
             encoder_attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
-            eos_token_id=self.eos_id, pad_token_id=self.pad_id, max_new_tokens=max_new_tokens, **options)
+            eos_token_id=self.eos_id, pad_token_id=self.pad_id, max_new_tokens=max_new_tokens,
+            **generate_options(mode, num_beams, temperature))
         tokens = out[:, prompt.size(1):]
         return tokens, caption_lengths(tokens, [self.eos_id])
 
@@ -83,12 +77,7 @@ class BlipSender(nn.Module):
             encoder_attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
         ).logits
         # The logit at position p predicts token p + 1: the last prompt position predicts the first token.
-        logits = logits[:, prompt.size(1) - 1:-1].float()
-        logp = (logits / temperature).log_softmax(-1)
-        token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp.exp() * logp).sum(-1)
-        mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.unsqueeze(1)
-        return token_logp * mask, entropy * mask
+        return token_log_probs(logits[:, prompt.size(1) - 1:-1], tokens, lengths, temperature)
 
     def decode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         rows = [row[:n].tolist() for row, n in zip(tokens, lengths)]

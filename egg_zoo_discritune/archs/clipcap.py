@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerBase
 
+from egg_zoo_discritune.archs.decoding import caption_lengths, generate_options, token_log_probs
 from egg_zoo_discritune.archs.mappers import MLPMapper, TransformerMapper
 from egg_zoo_discritune.archs.weights import load_state_dict_file, pretrained_or_error
 
@@ -82,17 +83,11 @@ class ClipCapSender(nn.Module):
                  num_beams: int = 5, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Captions as token ids ``[B, T]`` padded with EOS, and their lengths (the stop token included)."""
         prefix = self.prefix(features)
-        options = dict(do_sample=False, num_beams=1)
-        if mode == "sample":
-            options = dict(do_sample=True, top_k=0, top_p=1.0, temperature=temperature)
-        elif mode == "beam":
-            options = dict(do_sample=False, num_beams=num_beams)
-        elif mode != "greedy":
-            raise ValueError(f"unknown decoding mode {mode!r}; expected greedy, sample or beam")
         tokens = self.gpt.generate(
             inputs_embeds=prefix,
             attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
-            max_new_tokens=max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id, **options,
+            max_new_tokens=max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+            **generate_options(mode, num_beams, temperature),
         )
         return tokens, caption_lengths(tokens, self.stop_ids)
 
@@ -103,12 +98,8 @@ class ClipCapSender(nn.Module):
         embeds = torch.cat([prefix, self.gpt.transformer.wte(tokens)], dim=1)
         steps = tokens.size(1)
         # Logits at the last prefix position and every caption position but the last predict the tokens.
-        logits = self.gpt(inputs_embeds=embeds, logits_to_keep=steps + 1).logits[:, :-1].float()
-        logp = (logits / temperature).log_softmax(-1)
-        token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-        entropy = -(logp.exp() * logp).sum(-1)
-        mask = torch.arange(steps, device=tokens.device) < lengths.unsqueeze(1)
-        return token_logp * mask, entropy * mask
+        logits = self.gpt(inputs_embeds=embeds, logits_to_keep=steps + 1).logits[:, :-1]
+        return token_log_probs(logits, tokens, lengths, temperature)
 
     def decode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         rows = [row[:n].tolist() for row, n in zip(tokens, lengths)]
@@ -130,13 +121,6 @@ class ClipCapSender(nn.Module):
     def load_clipcap_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Strict load of a ClipCap state dict; the legacy GPT-2 attention buffers are dropped."""
         self.load_state_dict({k: v for k, v in state.items() if not _LEGACY_GPT2_BUFFER.match(k)}, strict=True)
-
-
-def caption_lengths(tokens: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
-    """Length up to and including the first stop token; the full width when there is none."""
-    is_stop = torch.isin(tokens, torch.tensor(stop_ids, device=tokens.device))
-    first = torch.where(is_stop.any(1), is_stop.int().argmax(1) + 1, torch.full_like(tokens[:, 0], tokens.size(1)))
-    return first
 
 
 def _mapper_from_state(state: dict[str, torch.Tensor], embed_dim: int) -> nn.Module:

@@ -12,7 +12,10 @@ from __future__ import annotations
 import importlib
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from egg_zoo_discritune.archs.decoding import caption_lengths, token_log_probs
 
 
 class FeatureAgent(nn.Module):
@@ -48,9 +51,7 @@ class EggRnnSender(nn.Module):
             symbols = self.rnn(features.float())[0][:, :max_new_tokens]
         finally:
             self.rnn.train(was_training)
-        is_eos = symbols == 0
-        lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, torch.full_like(symbols[:, 0], symbols.size(1)))
-        return symbols, lengths
+        return symbols, caption_lengths(symbols, [self.pad_id])
 
     def log_probs(self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
                   temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,9 +60,9 @@ class EggRnnSender(nn.Module):
         hidden = [first] + [torch.zeros_like(first) for _ in range(rnn.num_layers - 1)]
         memory = [torch.zeros_like(h) for h in hidden]
         step_input = rnn.sos_embedding.expand(tokens.size(0), -1)
-        token_logp, entropy = [], []
         # Past EGG's max_len its EOS is forced: probability 1, log-prob 0 and no entropy, as EGG reports.
         sampled = min(tokens.size(1), rnn.max_len)
+        logits = []
         for step in range(sampled):
             for i, cell in enumerate(rnn.cells):
                 if isinstance(cell, nn.LSTMCell):
@@ -69,13 +70,11 @@ class EggRnnSender(nn.Module):
                 else:
                     hidden[i] = cell(step_input, hidden[i])
                 step_input = hidden[i]
-            logp = (rnn.hidden_to_output(hidden[-1]) / temperature).log_softmax(-1)
-            token_logp.append(logp.gather(1, tokens[:, step:step + 1])[:, 0])
-            entropy.append(-(logp.exp() * logp).sum(-1))
+            logits.append(rnn.hidden_to_output(hidden[-1]))
             step_input = rnn.embedding(tokens[:, step])
-        forced = [tokens.new_zeros(tokens.size(0), dtype=torch.float)] * (tokens.size(1) - sampled)
-        mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.unsqueeze(1)
-        return torch.stack(token_logp + forced, 1) * mask, torch.stack(entropy + forced, 1) * mask
+        token_logp, entropy = token_log_probs(torch.stack(logits, 1), tokens[:, :sampled], lengths, temperature)
+        forced = tokens.size(1) - sampled
+        return F.pad(token_logp, (0, forced)), F.pad(entropy, (0, forced))
 
     def decode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         return [" ".join(self.words[s - 1] for s in row[:n] if s) for row, n in zip(tokens.tolist(), lengths.tolist())]
