@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import torch
+from tokenizers.pre_tokenizers import ByteLevel
 from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer, GPT2Config, GPT2LMHeadModel,
                           GPT2Tokenizer, LogitsProcessor, LogitsProcessorList)
 
@@ -38,6 +39,7 @@ from egg_zoo_discritune.captioning import encode_images, write_captions
 from egg_zoo_discritune.data_loaders.images import ImageRecord, ImageRecordsDataset
 from egg_zoo_discritune.engine.baselines import MeanBaseline
 from egg_zoo_discritune.engine.interaction import LoggingStrategy
+from egg_zoo_discritune.factory import pixels_of
 from egg_zoo_discritune.games.discriminative import DiscriminativeGame
 from egg_zoo_discritune.games.rewards import REWARDS
 from egg_zoo_discritune.train import build_optimizer
@@ -53,17 +55,10 @@ NAIVE = "naive fp32 (authors' per-update work)"
 CLIP_DIM, PREFIX_LENGTH = 512, 10
 
 
-def byte_symbols() -> list[str]:
-    """GPT-2's printable stand-ins for the 256 byte values."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), 256))
-    extra = [256 + i for i, b in enumerate(b for b in range(256) if b not in printable)]
-    return [chr(c) for c in printable + extra]
-
-
 def write_tokenizers(directory: Path) -> tuple[GPT2Tokenizer, CLIPTokenizer]:
     """A GPT-2 tokenizer with GPT-2's vocabulary size (bytes, 50,000 two-byte merges, EOS) and a byte-level
     CLIP tokenizer: no real vocabulary can be downloaded here, and the cost depends on sizes only."""
-    symbols = byte_symbols()
+    symbols = sorted(ByteLevel.alphabet())  # GPT-2's 256 byte stand-ins
     pairs = [(a, b) for a in symbols for b in symbols][:50_000]
     vocab = {s: i for i, s in enumerate(symbols + [a + b for a, b in pairs] + ["<|endoftext|>"])}
     (directory / "vocab.json").write_text(json.dumps(vocab))
@@ -164,8 +159,7 @@ def time_extraction(batch_size: int, n_images: int) -> dict:
             path = Path(tmp) / f"{i}.jpg"
             Image.effect_noise((640, 480), 64).convert("RGB").save(path, quality=90)
             records.append(ImageRecord(path, str(i)))
-        dataset = ImageRecordsDataset(records, lambda im: retriever.image_processor(im, return_tensors="pt")
-                                      .pixel_values[0])
+        dataset = ImageRecordsDataset(records, pixels_of(retriever.image_processor))
         start = time.perf_counter()
         encode_images(dataset, retriever, None, batch_size, torch.device("cpu"), num_workers=0)
         seconds = time.perf_counter() - start

@@ -139,7 +139,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     if sender_encoder is not None:
         sender_encoder.to(device)
     # Retrievers after the first (--receiver a,b,c): P@1 with each, e.g. one held out of training.
-    others = dict(zip(receiver_names(receiver_opts)[1:], (r.to(device) for r in load_other_receivers(receiver_opts))))
+    others = dict(zip(receiver_names(receiver_opts)[1:],
+                      (r.to(device) for r in load_other_receivers(receiver_opts, retriever))))
     datasets, encoded, encoded_by_other = {}, {}, {}
     for spec in opts.test_sets:
         eval_set, split = parse_eval_set(spec)

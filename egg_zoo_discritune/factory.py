@@ -46,13 +46,12 @@ def load_clips(receiver: ReceiverOptions, sender_clip: Optional[str] = None
     return retriever, sender_encoder, pixels_of(processor)
 
 
-def load_other_receivers(receiver: ReceiverOptions) -> list[ClipRetriever]:
-    """The retrievers after the first in ``--receiver a,b,c``; they read the first one's pixels."""
-    first = build_receiver(receiver, receiver_names(receiver)[0])[1]
+def load_other_receivers(receiver: ReceiverOptions, first: ClipRetriever) -> list[ClipRetriever]:
+    """The retrievers after ``first`` in ``--receiver a,b,c``; they read the first one's pixels."""
     others = []
     for name in receiver_names(receiver)[1:]:
         retriever, processor = build_receiver(receiver, name)
-        _same_pixels(first, processor, f"retriever {name}")
+        _same_pixels(first.image_processor, processor, f"retriever {name}")
         others.append(retriever)
     return others
 

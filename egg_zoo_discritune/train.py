@@ -68,7 +68,7 @@ def build_game(cfg: TrainConfig, engine) -> tuple[DiscriminativeGame, Preprocess
         temperature=cfg.game.temperature, beam_size=cfg.game.beam_size, max_len=cfg.egg.max_len,
         sender_image_encoder=sender_encoder, samples_per_image=cfg.game.samples_per_image,
         kl_coeff=cfg.game.kl_coeff, autocast_dtype=torch.bfloat16 if cfg.egg.precision == "bf16" else None,
-        micro_batch=cfg.game.micro_batch, other_receivers=load_other_receivers(cfg.receiver),
+        micro_batch=cfg.game.micro_batch, other_receivers=load_other_receivers(cfg.receiver, receiver),
         receiver_mode=cfg.receiver.receiver_mode,
     )
     return game, preprocess

@@ -102,4 +102,4 @@ def test_siglip_retriever(tiny, tmp_path):
     torch.testing.assert_close(retriever.encode_texts(texts)[:1], retriever.encode_texts(texts[:1]))
     assert retriever.score(retriever.encode_texts(texts), retriever.encode_images(pixels)).shape == (2, 1)
     with pytest.raises(ValueError, match="other pixels"):  # SigLIP normalises differently from CLIP
-        load_other_receivers(ReceiverOptions(receiver=f"{tiny.clip},{directory}"))
+        load_other_receivers(ReceiverOptions(receiver=f"{tiny.clip},{directory}"), load_retriever(str(tiny.clip))[0])
