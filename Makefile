@@ -21,4 +21,4 @@ clean:
 
 # The offline demo: builds the toy world once (~4 min), finetunes, prints the paper-layout tables.
 demo: install
-	$(PY) -m egg.zoo.discritune.train --preset demo
+	$(PY) -m egg.zoo.discritune.demo

@@ -47,6 +47,7 @@ setup(
         "discritune-evaluate = egg_zoo_discritune.evaluate:cli",
         "discritune-caption = egg_zoo_discritune.caption:cli",
         "discritune-extract-features = egg_zoo_discritune.extract_features:cli",
+        "discritune-demo = egg_zoo_discritune.demo:cli",
     ]},
     cmdclass={"build_py": BuildPyWithAlias},
 )

@@ -14,6 +14,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
+from egg_zoo_discritune.demo import toy_world, train_argv
 from egg_zoo_discritune.train import main as train
 
 VARIANTS = {
@@ -31,9 +32,9 @@ VARIANTS = {
 
 def run(toy_dir: str, epochs: int, seed: int, extra: list[str]) -> float:
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = train(["--preset", "demo", "--no-demo_report", "--toy_dir", toy_dir, "--checkpoint_dir", f"{tmp}/run",
-                         "--n_epochs", str(epochs), "--validation_freq", str(epochs), "--random_seed", str(seed),
-                         *extra])
+        run_dir = train(train_argv(toy_world(toy_dir), ["--checkpoint_dir", f"{tmp}/run", "--n_epochs", str(epochs),
+                                                        "--validation_freq", str(epochs), "--random_seed", str(seed),
+                                                        *extra]))
         tests = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()
                  if '"test"' in line]
     return tests[-1]["acc"]

@@ -17,7 +17,9 @@ from typing import Optional, Sequence
 
 from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.captioning import encode_images, write_captions
-from egg_zoo_discritune.config import DecodingOptions, ReceiverOptions, SenderOptions, add_options, opt, options_from
+from egg_zoo_discritune.archs.options import ReceiverOptions, SenderOptions
+from egg_zoo_discritune.config import DecodingOptions, add_options, options_from
+from egg_zoo_discritune.options import opt
 from egg_zoo_discritune.data_loaders.generic import generic_records
 from egg_zoo_discritune.data_loaders.images import ImageRecord, ImageRecordsDataset
 from egg_zoo_discritune.factory import PRETRAINED, load_clips, load_sender_from
@@ -55,7 +57,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     device = start(decode.no_cuda)
     retriever, sender_encoder, preprocess = load_clips(options_from(namespace, ReceiverOptions),
                                                        options_from(namespace, SenderOptions).sender_clip)
-    sender, _ = load_sender_from(opts.checkpoint, options_from(namespace, SenderOptions), sender_encoder or retriever)
+    sender, _ = load_sender_from(opts.checkpoint, options_from(namespace, SenderOptions),
+                                 (sender_encoder or retriever).feature_dim)
     for module in (retriever, sender_encoder, sender):
         if module is not None:
             module.to(device)

@@ -10,8 +10,7 @@ import torch
 from torch.utils.data import Subset
 from tqdm.auto import tqdm
 
-from egg_zoo_discritune.archs.clip import ClipRetriever
-from egg_zoo_discritune.archs.clipcap import ClipCapSender
+from egg_zoo_discritune.archs.contracts import Captioner, Retriever
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset, image_loader
 from egg_zoo_discritune.engine.distributed import DistributedContext, all_gather_lists, all_gather_rows, shard
 
@@ -30,7 +29,7 @@ class EncodedImages:
 
 
 @torch.no_grad()
-def encode_images(dataset: ImageRecordsDataset, retriever: ClipRetriever, sender_encoder: Optional[ClipRetriever],
+def encode_images(dataset: ImageRecordsDataset, retriever: Retriever, sender_encoder: Optional[Retriever],
                   batch_size: int, device: torch.device, num_workers: int = 0, desc: str = "images",
                   context: DistributedContext = DistributedContext()) -> EncodedImages:
     """The features of this process's contiguous shard of ``dataset`` (all of it in a single process)."""
@@ -45,7 +44,7 @@ def encode_images(dataset: ImageRecordsDataset, retriever: ClipRetriever, sender
         prefix.append(sender_encoder.encode_images(pixels).cpu() if sender_encoder is not None else None)
     if not indices and not context.is_distributed:
         raise ValueError(f"{dataset.source or 'dataset'}: no image could be read ({dataset.n_skipped} skipped)")
-    dim = retriever.model.config.projection_dim
+    dim = retriever.feature_dim
     image_features = torch.cat(features) if features else torch.empty(0, dim)
     prefix_features = image_features if sender_encoder is None else (torch.cat(prefix) if prefix else
                                                                      torch.empty(0, dim))
@@ -54,7 +53,7 @@ def encode_images(dataset: ImageRecordsDataset, retriever: ClipRetriever, sender
 
 
 @torch.no_grad()
-def write_captions(sender: ClipCapSender, prefix_features: torch.Tensor, mode: str = "beam", beam_size: int = 5,
+def write_captions(sender: Captioner, prefix_features: torch.Tensor, mode: str = "beam", beam_size: int = 5,
                    max_len: int = 40, batch_size: int = 100, desc: str = "captions",
                    context: DistributedContext = DistributedContext()) -> list[str]:
     """One caption per row of ``prefix_features``; under torchrun each process writes a contiguous share
@@ -70,7 +69,7 @@ def write_captions(sender: ClipCapSender, prefix_features: torch.Tensor, mode: s
 
 
 @torch.no_grad()
-def caption_images(sender: torch.nn.Module, dataset: ImageRecordsDataset, mode: str = "beam", beam_size: int = 5,
+def caption_images(sender: Captioner, dataset: ImageRecordsDataset, mode: str = "beam", beam_size: int = 5,
                    max_len: int = 40, batch_size: int = 100, desc: str = "captions",
                    context: DistributedContext = DistributedContext()) -> list[str]:
     """One caption per image of ``dataset`` (in the sender's own preprocessing), for senders that read
@@ -87,5 +86,5 @@ def caption_images(sender: torch.nn.Module, dataset: ImageRecordsDataset, mode: 
 
 
 @torch.no_grad()
-def encode_texts(retriever: ClipRetriever, texts: list[str], batch_size: int = 256) -> torch.Tensor:
+def encode_texts(retriever: Retriever, texts: list[str], batch_size: int = 256) -> torch.Tensor:
     return torch.cat([retriever.encode_texts(texts[i:i + batch_size]).cpu() for i in range(0, len(texts), batch_size)])

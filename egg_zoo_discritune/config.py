@@ -15,12 +15,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
-
-def opt(default: Any, help: str, choices: Optional[Sequence] = None) -> Any:
-    metadata = {"help": help, "choices": choices}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
+from egg_zoo_discritune.archs.options import ReceiverOptions, SenderOptions
+from egg_zoo_discritune.data_loaders.options import DataOptions
+from egg_zoo_discritune.games.options import GameOptions
+from egg_zoo_discritune.options import opt
 
 
 @dataclass
@@ -39,7 +37,6 @@ class EggOptions:
     optimizer: str = opt("adam", "optimizer", ("adam", "adamw", "sgd"))
     lr: float = opt(1e-7, "learning rate (constant)")
     update_freq: int = opt(1, "accumulate gradients over N batches per update")
-    max_len: int = opt(40, "maximum number of caption tokens (the paper's 40; the authors' code allows 30)")
     fp16: bool = opt(False, "mixed precision with float16 autocast and loss scaling (CUDA only); same as "
                             "--precision fp16")
     precision: str = opt("fp32", "autocast dtype of the networks, with fp32 master weights: fp32, bf16 (CPU and "
@@ -48,108 +45,12 @@ class EggOptions:
 
 
 @dataclass
-class DataOptions:
-    """What images the game is played on."""
-
-    dataset: str = opt("coco", "training data format", ("coco", "conceptual", "generic"))
-    data_root: Optional[str] = opt(None, "image root (coco: the folder holding train2014/ and val2014/; "
-                                         "conceptual: the folder with the TSVs and training/, validation/; "
-                                         "generic: a folder of images)")
-    annotations: Optional[str] = opt(None, "coco: dataset_coco.json (Karpathy splits); generic: a JSONL/CSV manifest")
-    val_annotations: Optional[str] = opt(None, "the validation images when --data_root holds training images only: "
-                                               "generic: a folder or manifest; conceptual: the img2dataset folder "
-                                               "of the validation split")
-    train_split: str = opt("train", "split to train on")
-    val_split: str = opt("val", "split to validate on (P@1 over consecutive blocks of --batch_size images)")
-    include_restval: bool = opt(False, "coco: add Karpathy 'restval' to 'train' (113K images; the paper uses train)")
-    max_train_images: int = opt(0, "use only the first N training images (0: all)")
-    max_val_images: int = opt(0, "use only the first N validation images (0: all)")
-    num_workers: int = opt(4, "DataLoader worker processes that decode images")
-    stream: bool = opt(False, "conceptual: stream the training split's img2dataset shards (--data_root: NNNNN.tar "
-                              "or NNNNN/ folders) sequentially through a shuffle buffer, for millions of images")
-    shuffle_buffer: int = opt(1000, "--stream: images each DataLoader worker shuffles among")
-    feature_cache: Optional[str] = opt(None, "read the images' CLIP features from this cache (made by "
-                                             "python -m egg_zoo_discritune.extract_features) instead of pixels")
-
-
-@dataclass
-class SenderOptions:
-    """The captioner."""
-
-    sender: str = opt("clipcap-mlp", "captioner: clipcap-mlp, clipcap-transformer (the mapper of a new ClipCap; "
-                                     "a weights file sets its own), blip-base, blip-large, egg-rnn (EGG's "
-                                     "RnnSenderReinforce learning from scratch), or a name another package "
-                                     "registers (entry-point group egg_zoo_discritune.senders)")
-    sender_source: Optional[str] = opt(None, "BLIP: hub id or save_pretrained directory (default: the named "
-                                             "Salesforce/blip-image-captioning-* model)")
-    egg_words: list[str] = opt(["red", "green", "blue", "yellow", "white", "black", "circle", "square", "triangle",
-                                "star", "small", "big", "left", "right", "top", "bottom"],
-                               "--sender egg-rnn: the words its symbols 1..N stand for (symbol 0 is EOS)")
-    prompt: str = opt("a picture of ", "BLIP: the text the captions continue (BLIP's captioning prompt; '' for none)")
-    clipcap_weights: Optional[str] = opt(None, "ClipCap state dict (coco_weights.pt, conceptual_weights.pt, or an "
-                                               "export of this package); without it GPT-2 is pretrained and the "
-                                               "mapper random")
-    gpt2: str = opt("gpt2", "hub id or directory of GPT-2 (config and tokenizer; the weights too without --clipcap_weights)")
-    prefix_length: int = opt(10, "prefix tokens made by a new mapper")
-    clip_length: int = opt(10, "CLIP tokens of a new transformer mapper")
-    mapper_layers: int = opt(8, "layers of a new transformer mapper")
-    trainable: str = opt("all", "what the RL update trains: mapper and GPT-2 (the paper), or one of them",
-                         ("all", "mapper", "gpt2"))
-    stop_rule: str = opt("period", "where captions end: at a full stop (the paper), after any token containing '.' "
-                                   "(the authors' code) or only at EOS", ("period", "any_period", "eos"))
-    sender_clip: Optional[str] = opt(None, "CLIP giving the sender's image features, if not the retriever's "
-                                           "(hub id, directory or OpenAI .pt)")
-
-
-@dataclass
-class ReceiverOptions:
-    """The frozen retriever."""
-
-    receiver: str = opt("clip-vit-b32", "frozen retriever(s), comma-separated: clip-vit-b32 (the paper's), "
-                                        "clip-vit-b16, clip-vit-l14, siglip-base, a name another package "
-                                        "registers (entry-point group egg_zoo_discritune.receivers), a CLIP or "
-                                        "SigLIP hub id or HF directory, or an OpenAI CLIP .pt; the first one's "
-                                        "image features feed ClipCap")
-    receiver_mode: str = opt("alternate", "with several retrievers: each batch's reward from the next retriever "
-                                          "in turn, or the average of their rewards", ("alternate", "average"))
-    receiver_tokenizer: Optional[str] = opt(None, "CLIP tokenizer (hub id or directory) for an OpenAI .pt retriever")
-    similarity: str = opt("dot", "caption-image score: dot product of CLIP embeddings (the paper), cosine, or "
-                                 "100 x cosine (the authors' code)", ("dot", "cosine", "scaled_cosine"))
-
-
-@dataclass
-class GameOptions:
-    """The reward and the REINFORCE update."""
-
-    reward: str = opt("discriminative", "log-probability of the target image (the paper), retrieval accuracy, "
-                                        "or caption-image similarity", ("discriminative", "accuracy", "similarity"))
-    baseline: str = opt("mean", "running mean of all rewards so far (EGG's MeanBaseline, the paper), exponential "
-                                "moving average, leave-one-out (over the other samples of the same image with "
-                                "--samples_per_image > 1, else over the batch), or none",
-                        ("mean", "exponential", "loo", "none"))
-    baseline_decay: float = opt(0.9, "decay of the exponential baseline")
-    normalize_advantage: bool = opt(False, "standardise advantages over the batch")
-    logprob_reduction: str = opt("sum", "caption log-probability: sum of token log-probs (REINFORCE) or their mean "
-                                        "(the authors' code)", ("sum", "mean"))
-    entropy_coeff: float = opt(0.0, "weight of the entropy bonus")
-    kl_coeff: float = opt(0.0, "weight of a KL penalty to the initial captioner, subtracted from the reward "
-                               "(a frozen copy of the captioner is kept only when > 0)")
-    samples_per_image: int = opt(1, "captions sampled per training image (> 1 needs --train_decoding sample)")
-    micro_batch: int = opt(0, "teacher-forced log-prob pass in chunks of N captions, recomputed in the backward "
-                                "pass, so a large batch fits a small GPU (0: the whole batch at once)")
-    train_decoding: str = opt("greedy", "decoding during training", ("greedy", "sample"))
-    temperature: float = opt(1.0, "sampling temperature (--train_decoding sample; top-k and top-p are off)")
-    test_decoding: str = opt("beam", "decoding for validation", ("beam", "greedy"))
-    beam_size: int = opt(5, "beams for --test_decoding beam")
-
-
-@dataclass
 class DecodingOptions:
     """How captions are written for evaluation and captioning."""
 
     decoding: str = opt("beam", "caption decoding: beam search (the paper) or greedy", ("beam", "greedy"))
     beam_size: int = opt(5, "beams (the paper: 5)")
-    max_len: int = opt(40, "maximum caption tokens")
+    max_len: int = opt(30, "maximum caption tokens (the authors' code: 30)")
     batch_size: int = opt(100, "images per captioning batch")
     num_workers: int = opt(4, "DataLoader worker processes that decode images")
     no_cuda: bool = opt(False, "run on the CPU even when a GPU is available")
@@ -164,8 +65,6 @@ class RunOptions:
                       ("auto", "egg", "builtin"))
     resume: bool = opt(False, "continue the run in --checkpoint_dir from its newest checkpoint")
     log_every: int = opt(50, "write running means to log.jsonl every N updates")
-    toy_dir: str = opt("~/.cache/discritune/toyworld", "--preset demo: where the toy world is built on first use")
-    demo_report: bool = opt(True, "--preset demo: evaluate the vanilla and finetuned captioners after training")
 
 
 @dataclass
@@ -178,23 +77,87 @@ class TrainConfig:
     run: RunOptions = field(default_factory=RunOptions)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    # The paper's recipe (DESIGN §1): Adam 1e-7, batch 100 with in-batch distractors, greedy in training,
-    # beam 5 in testing, at most 40 tokens, running-mean baseline, frozen CLIP ViT-B/32 retriever.
-    "paper-coco": dict(dataset="coco", n_epochs=20, batch_size=100, lr=1e-7, clipcap_weights="coco_weights.pt",
-                       baseline="mean", train_decoding="greedy", test_decoding="beam", beam_size=5, max_len=40),
-    # The offline miniature (DESIGN §7): tiny models made here, so its settings differ from the paper's
-    # (see README): sampling explores captions the vague captioner rarely writes greedily.
-    "demo": dict(dataset="generic", gpt2=None, receiver=None, n_epochs=8, batch_size=100, lr=2e-4, similarity="scaled_cosine",
-                 train_decoding="sample", normalize_advantage=True, logprob_reduction="mean", max_len=20,
-                 validation_freq=4, num_workers=2, log_every=20),
-    # BLIP-COCO (DESIGN §1): 1 epoch; captions end at BLIP's [SEP] (the end token), not at a full stop.
-    "paper-blip": dict(dataset="coco", sender="blip-base", n_epochs=1, batch_size=100, lr=1e-7, baseline="mean",
-                       train_decoding="greedy", test_decoding="beam", beam_size=5, max_len=40),
-    "paper-concap": dict(dataset="conceptual", n_epochs=2, batch_size=100, lr=1e-7,
-                         clipcap_weights="conceptual_weights.pt", baseline="mean", train_decoding="greedy",
-                         test_decoding="beam", beam_size=5, max_len=40),
+# Each preset is knob -> (value, where that value comes from). The paper-* presets are the authors'
+# code point by point (it produced the paper's numbers; DESIGN §1), checked against it on one update.
+PAPER = "the paper, Sec. 4.1"
+CODE = "the authors' code (v2, de1e383)"
+SWEEP = "the authors' sweep files"
+_PAPER_CLIPCAP: dict[str, tuple[Any, str]] = {
+    "batch_size": (100, f"{PAPER}: 1 target + 99 in-batch distractors"),
+    "optimizer": ("adam", f"{CODE}: torch Adam, default betas, no weight decay"),
+    "lr": (1e-7, f"{PAPER}; {SWEEP}"),
+    "grad_norm": (None, f"{CODE}: no gradient clipping"),
+    "random_seed": (111, f"{SWEEP}: first of the seeds 111..777"),
+    "receiver": ("clip-vit-b32", f"{PAPER}: frozen CLIP ViT-B/32"),
+    "similarity": ("scaled_cosine", f"{CODE}: ClipReceiver scales cosine by CLIP's logit_scale.exp() (100)"),
+    "reward": ("discriminative", f"{PAPER}: log-probability of the target; {CODE}: cross-entropy"),
+    "baseline": ("mean", f"{SWEEP}: --baseline mean, EGG's MeanBaseline"),
+    "normalize_advantage": (False, CODE),
+    "entropy_coeff": (0.0, CODE),
+    "kl_coeff": (0.0, f"{SWEEP}: --kl_div_coeff 0 in the final runs"),
+    "samples_per_image": (1, CODE),
+    "train_decoding": ("greedy", f"{PAPER}; {SWEEP}: beam 1, no sampling"),
+    "test_decoding": ("beam", f"{CODE}: ClipCap evaluates with beam search regardless of training"),
+    "beam_size": (5, f"{CODE}: num_beams=5 at test"),
+    "max_len": (30, f"{CODE}: --max_len 40 counts the 10 prefix positions"),
+    "stop_rule": ("any_period", f"{CODE}: StopTokenLogitsProcessor forces EOS after any token containing '.'"),
+    "logprob_reduction": ("authors", f"{CODE}: sum of log-probs before EOS / (that count + 1)"),
+    "dropout": ("on", f"{CODE}: GPT-2 in train mode in generation and the teacher-forced pass"),
+    "trainable": ("all", f"{CODE}: mapper and GPT-2"),
 }
+PRESETS: dict[str, dict[str, tuple[Any, str]]] = {
+    "paper-coco": {
+        **_PAPER_CLIPCAP,
+        "dataset": ("coco", PAPER),
+        "include_restval": (True, f"{CODE}: Karpathy train + restval, 113,287 images"),
+        "n_epochs": (20, f"{PAPER}; {SWEEP}"),
+        "clipcap_weights": ("coco_weights.pt", "ClipCap's released COCO MLP weights"),
+    },
+    "paper-concap": {
+        **_PAPER_CLIPCAP,
+        "dataset": ("conceptual", PAPER),
+        "n_epochs": (2, f"{PAPER}; {SWEEP}"),
+        "clipcap_weights": ("conceptual_weights.pt", "ClipCap's released Conceptual Captions MLP weights"),
+    },
+    "paper-blip": {
+        **{k: v for k, v in _PAPER_CLIPCAP.items() if k not in ("stop_rule", "trainable")},
+        "dataset": ("coco", PAPER),
+        "include_restval": (True, f"{CODE}: Karpathy train + restval"),
+        "sender": ("blip-base", f"{PAPER}: BLIP base finetuned on COCO"),
+        "n_epochs": (1, PAPER),
+        "test_decoding": ("greedy", f"{CODE}: BlipSender asserts beam_size == 1, in training and test"),
+        "max_len": (36, f"{CODE}: --max_len 40 counts BLIP's 4 prompt positions ([DEC] a picture of)"),
+        "logprob_reduction": ("authors", f"{CODE}: BLIP's mean over the tokens up to [SEP], [SEP] included"),
+        "dropout": ("on", f"{CODE}: the text decoder in train mode"),
+    },
+    # The offline miniature (DESIGN §7): tiny models made here, so its recipe is this package's own, not
+    # the paper's: sampling explores captions the vague captioner rarely writes greedily.
+    "demo": {
+        "dataset": ("generic", "the toy world's JSONL manifests"),
+        "gpt2": (None, "the toy world's GPT-2"),
+        "receiver": (None, "the toy world's CLIP"),
+        "n_epochs": (8, "tuned on the toy world"),
+        "batch_size": (100, PAPER),
+        "lr": (2e-4, "tuned on the toy world (tiny models move slower per step than GPT-2 at 1e-7)"),
+        "similarity": ("scaled_cosine", CODE),
+        "train_decoding": ("sample", "this package: exploration for the vague captioner"),
+        "normalize_advantage": (True, "this package"),
+        "logprob_reduction": ("mean", "this package"),
+        "stop_rule": ("period", "the toy captions end at '.'"),
+        "dropout": ("off", "this package: samples and their log-probs from the same network"),
+        "max_len": (20, "toy captions are short"),
+        "validation_freq": (4, "this package"),
+        "num_workers": (2, "the 2-core machine"),
+        "log_every": (20, "this package"),
+    },
+}
+
+
+def preset_table(name: str) -> str:
+    """``knob = value  (source)`` lines of one preset."""
+    knobs = PRESETS[name]
+    width = max(len(f"{k}={v}") for k, (v, _) in knobs.items())
+    return "\n".join(f"  --{f'{k}={v}':<{width}}  {source}" for k, (v, source) in knobs.items())
 
 
 _GROUPS = [(name, f.default_factory) for name, f in TrainConfig.__dataclass_fields__.items()]
@@ -228,24 +191,28 @@ def options_from(namespace: argparse.Namespace, cls: type) -> Any:
     return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)})
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(preset: Optional[str] = None) -> argparse.ArgumentParser:
+    """The training command's parser; with ``preset`` its defaults are the preset's and ``--help`` lists them
+    with their sources."""
+    epilog = (f"preset {preset}, every knob and where its value comes from:\n{preset_table(preset)}" if preset else
+              f"presets: {', '.join(PRESETS)} (--preset NAME --help lists every knob of one and its source)")
     parser = argparse.ArgumentParser(
-        prog="python -m egg.zoo.discritune.train",
+        prog="python -m egg.zoo.discritune.train", epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Discriminative finetuning of an image captioner with REINFORCE against a frozen CLIP retriever.",
-        epilog="presets: " + "; ".join(f"{k}: " + ", ".join(f"{a}={b}" for a, b in v.items()) for k, v in PRESETS.items()),
     )
     for _, cls in _GROUPS:
         add_options(parser, cls)
+    if preset is not None:
+        parser.set_defaults(**{k: v for k, (v, _) in PRESETS[preset].items()})
     return parser
 
 
 def parse_config(argv: Sequence[str]) -> TrainConfig:
     """Flags -> ``TrainConfig``; a ``--preset`` supplies defaults that explicit flags override."""
-    parser = build_parser()
-    preset = parser.parse_known_args(argv)[0].preset
-    if preset is not None:
-        if preset not in PRESETS:
-            parser.error(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-        parser.set_defaults(**PRESETS[preset])
-    namespace = parser.parse_args(argv)
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--preset")
+    preset = first.parse_known_args(argv)[0].preset
+    if preset is not None and preset not in PRESETS:
+        build_parser().error(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    namespace = build_parser(preset).parse_args(argv)
     return TrainConfig(**{name: options_from(namespace, cls) for name, cls in _GROUPS})

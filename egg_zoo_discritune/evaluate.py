@@ -24,7 +24,9 @@ import torch
 from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.captioning import (EncodedImages, caption_images, encode_images, encode_texts,
                                            write_captions)
-from egg_zoo_discritune.config import DecodingOptions, ReceiverOptions, SenderOptions, add_options, opt, options_from
+from egg_zoo_discritune.archs.options import ReceiverOptions, SenderOptions
+from egg_zoo_discritune.config import DecodingOptions, add_options, options_from
+from egg_zoo_discritune.options import opt
 from egg_zoo_discritune.data_loaders.eval_sets import EVAL_SETS, PAPER_SETS, parse_eval_set
 from egg_zoo_discritune.data_loaders.features import FeatureCache, fingerprint
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset
@@ -174,13 +176,13 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
         raise ValueError(f"{len(opts.labels)} --labels for {len(opts.checkpoints)} --checkpoints")
     results = []
     for k, checkpoint in enumerate(opts.checkpoints):
-        sender, info = load_sender_from(checkpoint, sender_opts, sender_encoder or retriever)
+        sender, info = load_sender_from(checkpoint, sender_opts, (sender_encoder or retriever).feature_dim)
         sender.to(device).eval()
         name = opts.labels[k] if opts.labels else _model_name(checkpoint)
         for spec, (_, _, dataset) in datasets.items():
             images = encoded[spec]
             records = [dataset.records[i] for i in images.indices.tolist()]
-            if getattr(sender, "reads_pixels", False):
+            if sender.reads_pixels:
                 captions = caption_images(sender, ImageRecordsDataset(records, pixels_of(sender.image_processor),
                                                                       source=spec), decode.decoding,
                                           decode.beam_size, decode.max_len, decode.batch_size, f"{name} {spec}", context)

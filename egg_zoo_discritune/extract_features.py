@@ -18,7 +18,10 @@ from typing import Optional, Sequence
 
 from egg_zoo_discritune.captioning import encode_images
 from egg_zoo_discritune.cli import run as run_cli, start
-from egg_zoo_discritune.config import DataOptions, ReceiverOptions, add_options, opt, options_from
+from egg_zoo_discritune.archs.options import ReceiverOptions
+from egg_zoo_discritune.config import add_options, options_from
+from egg_zoo_discritune.data_loaders.options import DataOptions
+from egg_zoo_discritune.options import opt
 from egg_zoo_discritune.data_loaders import dataset_records
 from egg_zoo_discritune.data_loaders.eval_sets import EVAL_SETS, parse_eval_set
 from egg_zoo_discritune.data_loaders.features import fingerprint, read_part, write_cache

@@ -10,13 +10,13 @@ from typing import Callable, Optional
 import torch
 from PIL import Image
 
-from egg_zoo_discritune.archs.clip import ClipRetriever, load_retriever
-from egg_zoo_discritune.archs.registry import build_receiver, build_sender
-from egg_zoo_discritune.archs.clipcap import ClipCapSender, build_clipcap
-from egg_zoo_discritune.config import ReceiverOptions, SenderOptions
+from egg_zoo_discritune.archs.clip import load_retriever
+from egg_zoo_discritune.archs.clipcap import EXPORT_FILE
+from egg_zoo_discritune.archs.contracts import Captioner, Retriever
+from egg_zoo_discritune.archs.options import ReceiverOptions, SenderOptions
+from egg_zoo_discritune.archs.registry import build_clipcap_sender, build_receiver, build_sender
 from egg_zoo_discritune.engine.checkpoint import load_checkpoint
 
-EXPORT_FILE = "clipcap_finetuned.pt"
 PRETRAINED = "pretrained"
 
 Preprocess = Callable[[Image.Image], torch.Tensor]
@@ -35,7 +35,7 @@ def pixels_of(processor) -> Preprocess:
 
 
 def load_clips(receiver: ReceiverOptions, sender_clip: Optional[str] = None
-               ) -> tuple[ClipRetriever, Optional[ClipRetriever], Preprocess]:
+               ) -> tuple[Retriever, Optional[Retriever], Preprocess]:
     """The (first) retriever, the sender's own CLIP image encoder (None: it shares the retriever's
     features), and the pixel preprocessing both read."""
     retriever, processor = build_receiver(receiver, receiver_names(receiver)[0])
@@ -46,7 +46,7 @@ def load_clips(receiver: ReceiverOptions, sender_clip: Optional[str] = None
     return retriever, sender_encoder, pixels_of(processor)
 
 
-def load_other_receivers(receiver: ReceiverOptions, first: ClipRetriever) -> list[ClipRetriever]:
+def load_other_receivers(receiver: ReceiverOptions, first: Retriever) -> list[Retriever]:
     """The retrievers after ``first`` in ``--receiver a,b,c``; they read the first one's pixels."""
     others = []
     for name in receiver_names(receiver)[1:]:
@@ -65,23 +65,6 @@ def _same_pixels(processor, other, what: str) -> None:
                          "both must read the same pixels")
 
 
-def load_sender(options: SenderOptions, encoder: ClipRetriever, weights: Optional[str] = None,
-                mapping: str = "mlp") -> ClipCapSender:
-    """A ClipCap sender reading ``encoder``'s image features; ``weights`` overrides ``--clipcap_weights``,
-    ``mapping`` is the type of a new mapper (a weights file holds its own)."""
-    dim = encoder.model.config.projection_dim
-    sender = build_clipcap(
-        options.gpt2, weights or options.clipcap_weights, mapping, clip_dim=dim,
-        prefix_length=options.prefix_length, clip_length=options.clip_length, num_layers=options.mapper_layers,
-        stop_rule=options.stop_rule, trainable=options.trainable, feature_name=encoder.name,
-    )
-    mapper_in = next(m for m in sender.clip_project.modules() if isinstance(m, torch.nn.Linear)).in_features
-    if mapper_in != dim:
-        raise ValueError(f"the ClipCap mapper takes {mapper_in}-d image features but {encoder.name} gives {dim}-d "
-                         "ones (the released ClipCap weights need CLIP ViT-B/32)")
-    return sender
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
@@ -90,7 +73,7 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_sender_from(spec: str, options: SenderOptions, encoder: ClipRetriever) -> tuple[torch.nn.Module, dict]:
+def load_sender_from(spec: str, options: SenderOptions, feature_dim: int) -> tuple[Captioner, dict]:
     """``spec``: ``pretrained`` (the out-of-the-box ``--sender``: ClipCap's ``--clipcap_weights``, BLIP's hub
     model), a run directory (its ClipCap export, else its ``final.tar``), a training checkpoint ``.tar``
     (its trainable weights over the pretrained ones), or a ClipCap ``.pt`` file. Also returns where the
@@ -98,11 +81,11 @@ def load_sender_from(spec: str, options: SenderOptions, encoder: ClipRetriever) 
     is_clipcap = options.sender.startswith("clipcap")
     if spec == PRETRAINED:
         if not is_clipcap:
-            return build_sender(options, encoder), {"checkpoint": options.sender_source or options.sender}
+            return build_sender(options, feature_dim), {"checkpoint": options.sender_source or options.sender}
         if not options.clipcap_weights:
             raise ValueError("'pretrained' needs --clipcap_weights (e.g. coco_weights.pt)")
         path = Path(options.clipcap_weights)
-        return build_sender(options, encoder), {"checkpoint": str(path), "sha256": file_sha256(path)}
+        return build_sender(options, feature_dim), {"checkpoint": str(path), "sha256": file_sha256(path)}
     path = Path(spec)
     if path.is_dir():
         found = [p for p in (path / EXPORT_FILE, path / "final.tar") if p.is_file() and (is_clipcap or p.suffix == ".tar")]
@@ -116,9 +99,9 @@ def load_sender_from(spec: str, options: SenderOptions, encoder: ClipRetriever) 
     if path.suffix != ".tar":
         if not is_clipcap:
             raise ValueError(f"{path}: a ClipCap weights file, but --sender is {options.sender}")
-        return load_sender(options, encoder, weights=str(path)), info
+        return build_clipcap_sender(options, feature_dim, weights=str(path)), info
     checkpoint = load_checkpoint(path)
-    sender = build_sender(options, encoder)
+    sender = build_sender(options, feature_dim)
     trained = {k[len("sender."):]: v for k, v in checkpoint["model_state_dict"].items() if k.startswith("sender.")}
     unexpected = sender.load_state_dict(trained, strict=False).unexpected_keys
     if unexpected or not trained:

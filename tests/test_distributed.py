@@ -11,7 +11,8 @@ import torch
 from egg_zoo_discritune.data_loaders.features import FeatureCache
 from egg_zoo_discritune.evaluate import main as evaluate_main
 from egg_zoo_discritune.extract_features import main as extract_main
-from egg_zoo_discritune.train import EXPORT_FILE, main
+from egg_zoo_discritune.archs.clipcap import EXPORT_FILE
+from egg_zoo_discritune.train import main
 from tests.test_evaluate import _models
 from tests.test_train import _argv
 
@@ -30,9 +31,10 @@ def _records(run_dir):
 
 
 def test_two_processes_equal_one_process_on_the_same_global_batch(tiny, tmp_path):
-    # Greedy captions (the paper's training decoding), so no sampling stream differs across processes;
+    # Greedy captions (the paper's training decoding) and no dropout, so no random stream differs across processes;
     # SGD, since Adam turns float rounding in near-zero gradients into full-size steps.
-    flags = ("--n_epochs", "1", "--engine", "builtin", "--normalize_advantage", "--optimizer", "sgd", "--lr", "0.1")
+    flags = ("--n_epochs", "1", "--engine", "builtin", "--normalize_advantage", "--optimizer", "sgd", "--lr", "0.1",
+             "--dropout", "off")
     single = main(_argv(tiny, tmp_path / "single", *flags))
     done = _torchrun("egg.zoo.discritune.train", _argv(tiny, tmp_path / "ddp", *flags))
     assert "processes: 2" in done.stderr
@@ -64,7 +66,7 @@ def test_sharded_extraction_and_evaluation_equal_one_process(tiny, tmp_path):
     one, two = (FeatureCache(tmp_path / d, json.loads((tmp_path / d / "manifest.json").read_text()))
                 for d in ("one", "two"))
     assert two.manifest["processes"] == 2 and not (tmp_path / "two" / ".parts").exists()
-    assert list(one.rows) == list(two.rows) and len(one.rows) == 12
+    assert list(one.rows) == list(two.rows) and len(one.rows) == 16
     torch.testing.assert_close(torch.tensor(two.features[:]), torch.tensor(one.features[:]))
 
     evaluate = [*_models(tiny), "--test_sets", "coco", "--root", f"coco={tiny.coco_root}", "--block_size", "2",
@@ -73,3 +75,16 @@ def test_sharded_extraction_and_evaluation_equal_one_process(tiny, tmp_path):
     _torchrun("egg_zoo_discritune.evaluate", [*evaluate, "--output_dir", str(tmp_path / "eval-two")])
     for name in ("captions/ClipCap (pretrained)__coco.jsonl", "results.md"):
         assert (tmp_path / "eval-one" / name).read_text() == (tmp_path / "eval-two" / name).read_text()
+
+
+def test_two_processes_resume_exactly_with_sampling_and_dropout(tiny, tmp_path):
+    # Every rank samples its own captions (seed + rank) through dropout: each one's random state must come back.
+    flags = ("--engine", "builtin", "--train_decoding", "sample", "--validation_freq", "0", "--dropout", "on")
+    _torchrun("egg.zoo.discritune.train", _argv(tiny, tmp_path / "straight", "--n_epochs", "2", *flags))
+    _torchrun("egg.zoo.discritune.train", _argv(tiny, tmp_path / "resumed", "--n_epochs", "1", *flags))
+    _torchrun("egg.zoo.discritune.train", _argv(tiny, tmp_path / "resumed", "--n_epochs", "2", "--resume", *flags))
+    a, b = (torch.load(tmp_path / d / "final.tar", weights_only=True) for d in ("straight", "resumed"))
+    assert len(a["rng_states"]) == 2 and not torch.equal(a["rng_states"][0]["torch"], a["rng_states"][1]["torch"])
+    assert a["epoch"] == b["epoch"] == 2
+    for key, value in a["model_state_dict"].items():
+        assert torch.equal(value, b["model_state_dict"][key]), key

@@ -70,3 +70,18 @@ def test_caption_a_folder(tiny, trained_run, tmp_path):
     lines = [json.loads(line) for line in output.read_text().splitlines()]
     assert len(lines) == 12 and all(set(line) == {"path", "caption"} for line in lines)
     assert lines[0]["path"].endswith(".png")
+
+
+def test_validation_p_at_1_of_the_game_equals_evaluate(tiny, tmp_path):
+    # Two implementations of the paper's P@1 (the game in validation, metrics.retrieval in evaluate) on the
+    # same 8 images in blocks of 2, the same beam-search captions and the same retriever.
+    run_dir = train_main([*_models(tiny), "--dataset", "coco", "--annotations", str(tiny.coco_json), "--batch_size",
+                          "2", "--n_epochs", "1", "--lr", "1e-3", "--no-include_restval", "--val_split", "train",
+                          "--max_train_images", "4", "--checkpoint_dir", str(tmp_path / "run")])
+    validation = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()][-1]
+    assert validation["mode"] == "test"
+    results = evaluate_main([*_models(tiny), "--checkpoints", str(run_dir), "--test_sets", "coco:train", "--root",
+                             f"coco={tiny.coco_root}", "--block_size", "2", "--no-nlg", "--no-human",
+                             "--output_dir", str(tmp_path / "eval")])
+    assert results[0]["n_blocks"] == 4
+    assert validation["acc"] == pytest.approx(results[0]["p_at_1"])

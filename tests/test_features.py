@@ -30,7 +30,7 @@ def cache_dir(tiny, tmp_path_factory):
 def test_cached_features_equal_the_image_tower(tiny, cache_dir):
     retriever, _, preprocess = load_clips(ReceiverOptions(receiver=str(tiny.clip)))
     manifest = json.loads((cache_dir / "manifest.json").read_text())
-    assert manifest["n"] == 12 and manifest["splits"] == ["train", "val"]
+    assert manifest["n"] == 16 and manifest["splits"] == ["train", "val"]
     records = karpathy_records(tiny.coco_json, tiny.coco_root, "val")
     cached = FeatureCache(cache_dir, fingerprint(retriever)).dataset(records)
     images = ImageRecordsDataset(records, preprocess)
@@ -46,7 +46,7 @@ def test_same_rewards_from_features_and_from_pixels(tiny, cache_dir):
     game, preprocess = build_game(cfg, load_engine("builtin"))
     records = karpathy_records(tiny.coco_json, tiny.coco_root, "train")[:4]
     pixels = torch.stack([ImageRecordsDataset(records, preprocess)[i][0] for i in range(4)])
-    features = torch.stack([FeatureCache(cache_dir, fingerprint(game.receiver)).dataset(records)[i][0]
+    features = torch.stack([FeatureCache(cache_dir, fingerprint(game.receiver.first)).dataset(records)[i][0]
                             for i in range(4)])
     game.eval()
     with torch.no_grad():

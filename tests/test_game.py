@@ -5,15 +5,18 @@ from torch import nn
 from egg_zoo_discritune.egg_compat import load_engine
 from egg_zoo_discritune.engine.interaction import LoggingStrategy
 from egg_zoo_discritune.games.baselines import build_baseline
-from egg_zoo_discritune.games.discriminative import DiscriminativeGame
-from egg_zoo_discritune.train import build_game
 from egg_zoo_discritune.config import parse_config
+from egg_zoo_discritune.games.discriminative import DiscriminativeGame
+from egg_zoo_discritune.games.options import GameOptions
+from egg_zoo_discritune.games.retrievers import Retrievers
+from egg_zoo_discritune.train import build_game
 
 
 class StubSender(nn.Module):
     """Fixed captions whose log-probabilities are a parameter, so the loss can be written by hand."""
 
     pad_id = 0
+    reads_pixels = False
 
     def __init__(self):
         super().__init__()
@@ -25,9 +28,10 @@ class StubSender(nn.Module):
         self.mode = mode
         return self.tokens, self.lengths
 
-    def log_probs(self, features, tokens, lengths, temperature):
+    def log_probs(self, features, tokens, lengths, temperature, entropy_grad=False):
         mask = torch.arange(3) < lengths.unsqueeze(1)
-        return self.token_logp * mask, torch.ones(2, 3) * mask
+        entropy = torch.ones(2, 3) * (self.token_logp if entropy_grad else self.token_logp.detach()).exp()
+        return self.token_logp * mask, entropy * mask
 
     def decode(self, tokens, lengths):
         return ["first", "second"]
@@ -44,9 +48,10 @@ class StubReceiver(nn.Module):
         return text @ image.t()
 
 
-def _game(**kwargs):
-    return DiscriminativeGame(StubSender(), StubReceiver(), build_baseline("mean"), LoggingStrategy(), max_len=5,
-                              **kwargs)
+def _game(**options):
+    options = {"logprob_reduction": "sum", "max_len": 5, **options}
+    return DiscriminativeGame(StubSender(), Retrievers([StubReceiver()]), build_baseline("mean"), LoggingStrategy(),
+                              GameOptions(**options))
 
 
 def test_reinforce_loss_and_interaction_by_hand():
@@ -72,10 +77,32 @@ def test_reinforce_loss_and_interaction_by_hand():
 
 
 def test_mean_log_prob_reduction_and_entropy_bonus():
-    loss, interaction = _game(logprob_reduction="mean", entropy_coeff=0.5)(torch.zeros(2, 3, 4, 4))
+    game = _game(logprob_reduction="mean", entropy_coeff=0.5)
+    loss, interaction = game(torch.zeros(2, 3, 4, 4))
     rewards = interaction.aux["reward"]
     torch.testing.assert_close(interaction.aux["logp"], torch.tensor([-0.5, -1.0]))
-    torch.testing.assert_close(loss, -(rewards * torch.tensor([-0.5, -1.0])).mean() - 0.5 * 1.0)
+    e = torch.exp(torch.tensor([[-1.0, -0.5, 0.0], [-2.0, 0.0, 0.0]]))  # the stub's token entropies
+    entropy = torch.stack([e[0].sum() / 3, e[1, :2].sum() / 2])
+    torch.testing.assert_close(interaction.aux["entropy"], entropy)
+    torch.testing.assert_close(loss, -(rewards * torch.tensor([-0.5, -1.0])).mean() - 0.5 * entropy.mean())
+    loss.backward()
+    # d/dx of -0.5 * mean(entropy) for the stub's exp(x) entropies, plus the REINFORCE term.
+    expected = -rewards[0] / 3 / 2 - 0.5 * e[0, 0] / 3 / 2
+    torch.testing.assert_close(game.sender.token_logp.grad[0, 0], expected)
+
+
+def test_without_entropy_bonus_the_entropy_has_no_graph(tiny):
+    cfg = parse_config(["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights),
+                        "--receiver", str(tiny.clip), "--max_len", "6"])
+    game, _ = build_game(cfg, load_engine("builtin"))
+    game.eval()  # no dropout, so both passes see the same network
+    features = torch.randn(3, game.sender.feature_dim)
+    tokens, lengths = game.sender.generate(features, max_new_tokens=6)
+    logp, entropy = game.sender.log_probs(features, tokens, lengths)
+    assert logp.requires_grad and not entropy.requires_grad
+    _, entropy_with_grad = game.sender.log_probs(features, tokens, lengths, entropy_grad=True)
+    assert entropy_with_grad.requires_grad
+    torch.testing.assert_close(entropy, entropy_with_grad.detach())
 
 
 def test_evaluation_uses_test_decoding_and_leaves_the_baseline():
@@ -89,7 +116,7 @@ def test_evaluation_uses_test_decoding_and_leaves_the_baseline():
 
 def test_non_finite_rewards_stop_the_step():
     game = _game()
-    game.receiver.encode_texts = lambda texts: torch.tensor([[float("nan"), 0.0], [1.0, 1.0]])
+    game.receiver.first.encode_texts = lambda texts: torch.tensor([[float("nan"), 0.0], [1.0, 1.0]])
     with pytest.raises(FloatingPointError, match="non-finite reward"):
         game(torch.zeros(2, 3, 4, 4))
 
@@ -132,15 +159,16 @@ def test_several_sampled_captions_per_image_with_group_baseline(tiny):
         _, interaction = game(torch.randn(4, 3, 32, 32))
     assert interaction.aux["reward"].shape == (4,)
     with pytest.raises(ValueError, match="train_decoding sample"):
-        DiscriminativeGame(game.sender, game.receiver, game.baseline, LoggingStrategy(), samples_per_image=2)
+        GameOptions(samples_per_image=2)
 
 
 def test_kl_penalty_to_the_initial_captioner(tiny):
     cfg = parse_config(["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights),
                         "--receiver", str(tiny.clip), "--max_len", "6", "--kl_coeff", "0.5",
-                        "--train_decoding", "sample", "--baseline", "none"])
+                        "--train_decoding", "sample", "--baseline", "none", "--logprob_reduction", "sum",
+                        "--dropout", "off"])
     game, _ = build_game(cfg, load_engine("builtin"))
-    assert not any(p.requires_grad for p in game.reference.parameters())
+    assert not any(p.requires_grad for p in game.kl_penalty.reference.parameters())
     assert not any(k.startswith("reference.") for k in game.checkpoint_state_dict())
     images = torch.randn(4, 3, 32, 32)
     torch.manual_seed(0)
@@ -150,10 +178,10 @@ def test_kl_penalty_to_the_initial_captioner(tiny):
         game.sender.clip_project.model[2].bias.add_(0.5)
     torch.manual_seed(0)
     loss, interaction = game(images)
-    features = game.receiver.encode_images(images)
+    features = game.receiver.first.encode_images(images)
     tokens, lengths = interaction.message, interaction.message_length
     policy, _ = game.sender.log_probs(features, tokens, lengths)
-    reference, _ = game.reference.log_probs(features, tokens, lengths)
+    reference, _ = game.kl_penalty.reference.log_probs(features, tokens, lengths)
     kl = (policy - reference).sum(1).detach()
     torch.testing.assert_close(interaction.aux["kl"], kl, rtol=1e-4, atol=1e-5)
     shaped = interaction.aux["reward"] - 0.5 * kl
@@ -165,8 +193,8 @@ def test_bf16_autocast_keeps_fp32_weights(tiny):
                         "--receiver", str(tiny.clip), "--max_len", "6", "--precision", "bf16"])
     game, _ = build_game(cfg, load_engine("builtin"))
     seen = []
-    score = game.receiver.score
-    game.receiver.score = lambda t, i: seen.append(torch.is_autocast_enabled("cpu")) or score(t, i)
+    score = game.receiver.first.score
+    game.receiver.first.score = lambda t, i: seen.append(torch.is_autocast_enabled("cpu")) or score(t, i)
     loss, interaction = game(torch.randn(4, 3, 32, 32))
     loss.backward()
     assert seen == [True] and torch.isfinite(loss)
@@ -178,7 +206,8 @@ def test_micro_batched_log_probs_give_the_same_loss_and_gradients(tiny):
     grads, losses, calls = [], [], []
     for micro_batch in (0, 3):
         cfg = parse_config(["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights),
-                            "--receiver", str(tiny.clip), "--max_len", "6", "--micro_batch", str(micro_batch)])
+                            "--receiver", str(tiny.clip), "--max_len", "6", "--micro_batch", str(micro_batch),
+                            "--dropout", "off"])
         game, _ = build_game(cfg, load_engine("builtin"))
         log_probs = game.sender.log_probs
         n_calls = []

@@ -8,7 +8,7 @@ import pytest
 from egg_zoo_discritune.archs.clipcap import build_clipcap
 from egg_zoo_discritune.toyworld.build import BuildOptions, build, is_built
 from egg_zoo_discritune.toyworld.world import COLOURS, SHAPES, alt_text_caption, descriptive_caption, draw, sample_scene
-from egg_zoo_discritune.train import main as train
+from egg_zoo_discritune.demo import main as demo
 
 
 def test_scenes_and_images_are_deterministic():
@@ -49,7 +49,7 @@ def test_build_writes_the_world_and_its_models(small_world):
 
 def test_discritune_raises_p_at_1_above_the_vanilla_captioner(small_world, tmp_path):
     # RLOO (4 sampled captions per image) learns fastest per update (bench/README.md), so the test is short.
-    run_dir = train(["--preset", "demo", "--toy_dir", str(small_world), "--checkpoint_dir", str(tmp_path / "run"),
+    run_dir = demo(["--toy_dir", str(small_world), "--checkpoint_dir", str(tmp_path / "run"),
                      "--n_epochs", "6", "--lr", "6e-4", "--samples_per_image", "4", "--baseline", "loo",
                      "--validation_freq", "0", "--random_seed", "0"])
     results = json.loads((run_dir / "eval" / "results.json").read_text())["results"]

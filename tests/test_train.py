@@ -3,23 +3,24 @@ import json
 import pytest
 import torch
 
-from egg_zoo_discritune.archs.clipcap import build_clipcap
-from egg_zoo_discritune.config import EggOptions, build_parser, parse_config
+from egg_zoo_discritune.archs.clipcap import EXPORT_FILE, build_clipcap
+from egg_zoo_discritune.config import build_parser, parse_config
 from egg_zoo_discritune.engine.checkpoint import load_checkpoint
-from egg_zoo_discritune.train import EXPORT_FILE, main
+from egg_zoo_discritune.train import main
 
 
 def _argv(tiny, run_dir, *extra):
     return ["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights), "--receiver", str(tiny.clip),
             "--dataset", "coco", "--annotations", str(tiny.coco_json), "--batch_size", "4", "--lr", "1e-3",
-            "--num_workers", "0", "--max_len", "10", "--checkpoint_dir", str(run_dir), "--log_every", "1", *extra]
+            "--num_workers", "0", "--max_len", "10", "--no-include_restval", "--checkpoint_dir", str(run_dir),
+            "--log_every", "1", *extra]
 
 
 def test_training_run_writes_config_logs_checkpoints_and_export(tiny, tmp_path):
     run_dir = main(_argv(tiny, tmp_path / "run", "--n_epochs", "1"))
     assert {p.name for p in run_dir.iterdir()} == {"config.json", "log.jsonl", "1.tar", "final.tar", EXPORT_FILE}
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["egg"]["batch_size"] == 4 and config["receiver"]["similarity"] == "dot"
+    assert config["egg"]["batch_size"] == 4 and config["receiver"]["similarity"] == "scaled_cosine"
     records = [json.loads(line) for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert [r["mode"] for r in records] == ["train_step", "train_step", "train", "test"]
     assert {"acc", "reward", "baseline", "logp", "length", "entropy", "loss"} <= set(records[0])
@@ -80,6 +81,5 @@ def test_presets_and_help():
     help_text = build_parser().format_help()
     for option in ("--batch_size", "--receiver", "--similarity", "--baseline", "--stop_rule", "--resume", "paper-coco"):
         assert option in help_text
-    assert EggOptions().max_len == 40
     with pytest.raises(SystemExit):
         parse_config(["--preset", "nope"])

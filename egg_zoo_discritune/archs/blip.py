@@ -14,21 +14,22 @@ import torch
 from torch import nn
 from transformers import AutoProcessor, BlipForConditionalGeneration, PreTrainedTokenizerBase
 
+from egg_zoo_discritune.archs.captioner import LanguageModelCaptioner
 from egg_zoo_discritune.archs.decoding import caption_lengths, generate_options, token_log_probs
 from egg_zoo_discritune.archs.weights import pretrained_or_error
 
 
-class BlipSender(nn.Module):
-    """The sender contract of ``ClipCapSender`` with ``reads_pixels``: its inputs are BLIP-preprocessed
-    pixels (``image_processor``), not the retriever's features."""
+class BlipSender(LanguageModelCaptioner):
+    """A ``Captioner`` that reads its own pixels (``image_processor``), not the retriever's features. The
+    text decoder is trained; the vision encoder stays frozen."""
 
     reads_pixels = True
+    export_file = "sender_finetuned.pt"
 
     def __init__(self, model: BlipForConditionalGeneration, tokenizer: PreTrainedTokenizerBase,
-                 image_processor=None, prompt: str = "a picture of "):
-        super().__init__()
+                 image_processor=None, prompt: str = "a picture of ", dropout: bool = False):
+        super().__init__(tokenizer, dropout)
         self.model = model
-        self.tokenizer = tokenizer
         self.image_processor = image_processor
         text = model.config.text_config
         self.bos_id, self.eos_id, self.pad_id = text.bos_token_id, text.sep_token_id, text.pad_token_id
@@ -38,13 +39,8 @@ class BlipSender(nn.Module):
         self.model.vision_model.requires_grad_(False)
         self.train()
 
-    def train(self, mode: bool = True) -> "BlipSender":
-        super().train(mode)
-        self.model.eval()  # no dropout: samples and their log-probs come from the same network
-        return self
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
+    def language_model(self) -> nn.Module:
+        return self.model.text_decoder
 
     def _image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -68,7 +64,7 @@ class BlipSender(nn.Module):
         return tokens, caption_lengths(tokens, [self.eos_id])
 
     def log_probs(self, pixels: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
-                  temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                  temperature: float = 1.0, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probabilities and entropies ``[B, T]`` of ``tokens`` given the image and prompt."""
         embeds = self._image_embeds(pixels)
         prompt = self._prompt(tokens.size(0))
@@ -77,22 +73,19 @@ class BlipSender(nn.Module):
             encoder_attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
         ).logits
         # The logit at position p predicts token p + 1: the last prompt position predicts the first token.
-        return token_log_probs(logits[:, prompt.size(1) - 1:-1], tokens, lengths, temperature)
+        return token_log_probs(logits[:, prompt.size(1) - 1:-1], tokens, lengths, temperature, entropy_grad)
 
-    def decode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        rows = [row[:n].tolist() for row, n in zip(tokens, lengths)]
-        return [t.strip() for t in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
-
-    def export_state_dict(self) -> dict[str, torch.Tensor]:
+    def export(self) -> dict[str, torch.Tensor]:
         """The whole BLIP state dict (``BlipForConditionalGeneration.load_state_dict`` reads it)."""
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
 
 
-def build_blip(source: str, prompt: str = "a picture of ", weights: Optional[str] = None) -> BlipSender:
+def build_blip(source: str, prompt: str = "a picture of ", weights: Optional[str] = None,
+               dropout: bool = False) -> BlipSender:
     """A BLIP sender from a hub id or a ``save_pretrained`` directory (model, tokenizer, image processor);
     ``weights``: a state dict exported by this package, loaded over it."""
     model = pretrained_or_error(BlipForConditionalGeneration, source, "BLIP")
     processor = pretrained_or_error(AutoProcessor, source, "the BLIP processor")
     if weights:
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    return BlipSender(model, processor.tokenizer, processor.image_processor, prompt)
+    return BlipSender(model, processor.tokenizer, processor.image_processor, prompt, dropout)

@@ -16,19 +16,20 @@ from transformers import (AutoConfig, AutoTokenizer, CLIPImageProcessorPil, CLIP
 from egg_zoo_discritune.archs.openai_clip import clip_from_openai_state_dict
 from egg_zoo_discritune.archs.weights import load_state_dict_file, pretrained_or_error
 
-SIMILARITIES = ("dot", "cosine", "scaled_cosine")
+SIMILARITIES = ("scaled_cosine", "cosine", "dot")
 RETRIEVER_MODELS = {"clip": CLIPModel, "siglip": SiglipModel}
 
 
 class ClipRetriever(nn.Module):
-    """``encode_images`` / ``encode_texts`` give raw (unnormalised) CLIP embeddings; ``score`` compares them.
+    """A ``Retriever``: ``encode_images`` / ``encode_texts`` give raw (unnormalised) CLIP embeddings;
+    ``score`` compares them.
 
-    ``similarity``: ``dot`` (the paper: dot product of the CLIP embeddings), ``cosine``, or
-    ``scaled_cosine`` (CLIP's logit scale x cosine, i.e. 100 x cosine: the authors' code).
-    The parameters are frozen and the module stays in eval mode.
+    ``similarity``: ``scaled_cosine`` (CLIP's own logits, ``logit_scale.exp()`` x cosine = 100 x cosine for
+    the released CLIP: the authors' code), ``cosine``, or ``dot`` (the dot product of the unnormalised
+    embeddings). The parameters are frozen and the module stays in eval mode.
     """
 
-    def __init__(self, model: CLIPModel, tokenizer: PreTrainedTokenizerBase, similarity: str = "dot",
+    def __init__(self, model: CLIPModel, tokenizer: PreTrainedTokenizerBase, similarity: str = "scaled_cosine",
                  name: str = "clip", image_processor: Optional[CLIPImageProcessorPil] = None):
         super().__init__()
         if similarity not in SIMILARITIES:
@@ -40,6 +41,11 @@ class ClipRetriever(nn.Module):
         self.image_processor = image_processor
         self.context_length = model.config.text_config.max_position_embeddings
         self.padding = "max_length" if isinstance(model, SiglipModel) else True
+
+    @property
+    def feature_dim(self) -> int:
+        return self.model.config.projection_dim if isinstance(self.model, CLIPModel) else \
+            self.model.config.text_config.hidden_size
 
     def train(self, mode: bool = True) -> "ClipRetriever":
         return super().train(False)
@@ -81,7 +87,7 @@ def _default(model: CLIPModel) -> CLIPImageProcessorPil:
     return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
-def load_retriever(source: str, tokenizer: Optional[str] = None, similarity: str = "dot"
+def load_retriever(source: str, tokenizer: Optional[str] = None, similarity: str = "scaled_cosine"
                    ) -> tuple[ClipRetriever, CLIPImageProcessorPil]:
     """A frozen retriever and its image preprocessing from a HF directory / hub id or an OpenAI ``.pt`` file.
 

@@ -15,7 +15,9 @@ import torch
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerBase
 
-from egg_zoo_discritune.archs.decoding import caption_lengths, generate_options, token_log_probs
+from egg_zoo_discritune.archs.captioner import LanguageModelCaptioner
+from egg_zoo_discritune.archs.decoding import (caption_lengths, eos_normalised_log_prob, generate_options,
+                                               token_log_probs)
 from egg_zoo_discritune.archs.mappers import MLPMapper, TransformerMapper
 from egg_zoo_discritune.archs.weights import load_state_dict_file, pretrained_or_error
 
@@ -23,7 +25,8 @@ from egg_zoo_discritune.archs.weights import load_state_dict_file, pretrained_or
 _LEGACY_GPT2_BUFFER = re.compile(r"^gpt\.transformer\.h\.\d+\.attn\.(bias|masked_bias)$")
 
 TRAINABLE_PARTS = ("all", "mapper", "gpt2")
-STOP_RULES = ("period", "any_period", "eos")
+STOP_RULES = ("any_period", "period", "eos")
+EXPORT_FILE = "clipcap_finetuned.pt"
 
 
 def stop_token_ids(tokenizer: PreTrainedTokenizerBase, rule: str) -> list[int]:
@@ -41,17 +44,17 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase, rule: str) -> list[int]:
     return sorted(ids)
 
 
-class ClipCapSender(nn.Module):
-    """The captioner contract: ``generate`` (no grad), ``log_probs`` (teacher-forced, with grad), ``decode``."""
+class ClipCapSender(LanguageModelCaptioner):
+    """A ``Captioner`` reading CLIP image features: ``generate`` (no grad), ``log_probs`` (teacher-forced)."""
+
+    export_file = EXPORT_FILE
 
     def __init__(self, gpt: GPT2LMHeadModel, clip_project: nn.Module, tokenizer: PreTrainedTokenizerBase,
-                 stop_rule: str = "period", trainable: str = "all", feature_name: str = "clip"):
-        super().__init__()
+                 stop_rule: str = "any_period", trainable: str = "all", dropout: bool = False):
+        super().__init__(tokenizer, dropout)
         self.gpt = gpt
         self.clip_project = clip_project
-        self.tokenizer = tokenizer
         self.stop_ids = stop_token_ids(tokenizer, stop_rule)
-        self.feature_name = feature_name
         self.set_trainable(trainable)
         self.train()
 
@@ -59,21 +62,18 @@ class ClipCapSender(nn.Module):
     def pad_id(self) -> int:
         return self.tokenizer.eos_token_id
 
+    @property
+    def feature_dim(self) -> int:
+        return next(m for m in self.clip_project.modules() if isinstance(m, nn.Linear)).in_features
+
+    def language_model(self) -> nn.Module:
+        return nn.ModuleList([self.gpt, self.clip_project])
+
     def set_trainable(self, parts: str) -> None:
         if parts not in TRAINABLE_PARTS:
             raise ValueError(f"unknown trainable parts {parts!r}; expected one of {TRAINABLE_PARTS}")
         self.clip_project.requires_grad_(parts in ("all", "mapper"))
         self.gpt.requires_grad_(parts in ("all", "gpt2"))
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
-    def train(self, mode: bool = True) -> "ClipCapSender":
-        # Dropout stays off: the sampled captions and their log-probs must come from the same network.
-        super().train(mode)
-        self.gpt.eval()
-        self.clip_project.eval()
-        return self
 
     def prefix(self, features: torch.Tensor) -> torch.Tensor:
         return self.clip_project(features.to(self.gpt.dtype))
@@ -92,20 +92,20 @@ class ClipCapSender(nn.Module):
         return tokens, caption_lengths(tokens, self.stop_ids)
 
     def log_probs(self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
-                  temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                  temperature: float = 1.0, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probabilities and entropies ``[B, T]`` of ``tokens``, zero past each length."""
         prefix = self.prefix(features)
         embeds = torch.cat([prefix, self.gpt.transformer.wte(tokens)], dim=1)
         steps = tokens.size(1)
         # Logits at the last prefix position and every caption position but the last predict the tokens.
         logits = self.gpt(inputs_embeds=embeds, logits_to_keep=steps + 1).logits[:, :-1]
-        return token_log_probs(logits, tokens, lengths, temperature)
+        return token_log_probs(logits, tokens, lengths, temperature, entropy_grad)
 
-    def decode(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[str]:
-        rows = [row[:n].tolist() for row, n in zip(tokens, lengths)]
-        return [t.strip() for t in self.tokenizer.batch_decode(rows, skip_special_tokens=True)]
+    def authors_log_prob(self, token_logp: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
+                         max_new_tokens: int) -> torch.Tensor:
+        return eos_normalised_log_prob(token_logp, tokens, lengths, self.tokenizer.eos_token_id, max_new_tokens)
 
-    def clipcap_state_dict(self) -> dict[str, torch.Tensor]:
+    def export(self) -> dict[str, torch.Tensor]:
         """The weights in the original ClipCap file layout, legacy GPT-2 attention buffers included,
         so the original ClipCap code (transformers ~4.10) loads the export strictly."""
         state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
@@ -115,8 +115,6 @@ class ClipCapSender(nn.Module):
             state[f"gpt.transformer.h.{i}.attn.bias"] = causal.clone()
             state[f"gpt.transformer.h.{i}.attn.masked_bias"] = torch.tensor(-1e4)
         return state
-
-    export_state_dict = clipcap_state_dict  # what a training run exports (the sender contract's name)
 
     def load_clipcap_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         """Strict load of a ClipCap state dict; the legacy GPT-2 attention buffers are dropped."""
@@ -141,7 +139,7 @@ def _mapper_from_state(state: dict[str, torch.Tensor], embed_dim: int) -> nn.Mod
 
 def build_clipcap(gpt2: str, weights: Optional[str] = None, mapping: str = "mlp", clip_dim: int = 512,
                   prefix_length: int = 10, clip_length: int = 10, num_layers: int = 8,
-                  stop_rule: str = "period", trainable: str = "all", feature_name: str = "clip") -> ClipCapSender:
+                  stop_rule: str = "any_period", trainable: str = "all", dropout: bool = False) -> ClipCapSender:
     """A ClipCap sender. ``gpt2`` (hub id or directory) gives the GPT-2 config and tokenizer; ``weights``
     a ClipCap state dict file (mapper + GPT-2). Without ``weights`` GPT-2 is loaded pretrained from
     ``gpt2`` and the mapper starts at random."""
@@ -155,11 +153,11 @@ def build_clipcap(gpt2: str, weights: Optional[str] = None, mapping: str = "mlp"
             mapper = TransformerMapper(clip_dim, embed_dim, prefix_length, clip_length, num_layers)
         else:
             raise ValueError(f"unknown mapping {mapping!r}; expected mlp or transformer")
-        return ClipCapSender(gpt, mapper, tokenizer, stop_rule, trainable, feature_name)
+        return ClipCapSender(gpt, mapper, tokenizer, stop_rule, trainable, dropout)
     state = load_state_dict_file(Path(weights), "the ClipCap checkpoint (--clipcap_weights)")
     config = pretrained_or_error(AutoConfig, gpt2, "the GPT-2 config")
     sender = ClipCapSender(GPT2LMHeadModel(config), _mapper_from_state(state, config.n_embd), tokenizer,
-                           stop_rule, trainable, feature_name)
+                           stop_rule, trainable, dropout)
     try:
         sender.load_clipcap_state_dict(state)
     except RuntimeError as err:

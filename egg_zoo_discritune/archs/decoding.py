@@ -26,12 +26,25 @@ def caption_lengths(tokens: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
     return first
 
 
-def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
-                    temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, temperature: float = 1.0,
+                    entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities and entropies ``[B, T]`` of ``tokens`` under ``logits`` ``[B, T, V]`` (the logits
-    that predict each token), in fp32 and zero past each length."""
+    that predict each token), in fp32 and zero past each length. Without ``entropy_grad`` the entropy is
+    computed outside the autograd graph, which then holds no extra ``[B, T, V]`` tensor for it."""
     logp = (logits.float() / temperature).log_softmax(-1)
     token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    entropy = -(logp.exp() * logp).sum(-1)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        entropy = -(logp.exp() * logp).sum(-1)
     mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.unsqueeze(1)
     return token_logp * mask, entropy * mask
+
+
+def eos_normalised_log_prob(token_logp: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, eos_id: int,
+                            max_new_tokens: int) -> torch.Tensor:
+    """The authors' ClipCap caption log-prob: the sum of the token log-probs before the first EOS (a token
+    containing "." counts, EOS does not) over that count + 1, capped at ``max_new_tokens``. Their generation
+    forces an EOS after the stop token, so the + 1 counts it; a row that never stops has no EOS to count."""
+    ends_with_eos = tokens.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1) == eos_id
+    counted = lengths - ends_with_eos.long()
+    mask = torch.arange(tokens.size(1), device=tokens.device) < counted.unsqueeze(1)
+    return (token_logp * mask).sum(1) / (counted + 1).clamp(max=max_new_tokens)

@@ -38,6 +38,17 @@ class EggRnnSender(nn.Module):
         self.words = list(words)
 
     pad_id = 0  # EGG's EOS
+    reads_pixels = False
+    image_processor = None
+    export_file = "sender_finetuned.pt"
+
+    def export(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+
+    def authors_log_prob(self, token_logp: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
+                         max_new_tokens: int) -> torch.Tensor:
+        """EGG's own REINFORCE wrappers sum the message's log-probs."""
+        return token_logp.sum(1)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
@@ -54,7 +65,7 @@ class EggRnnSender(nn.Module):
         return symbols, caption_lengths(symbols, [self.pad_id])
 
     def log_probs(self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
-                  temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+                  temperature: float = 1.0, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         rnn = self.rnn
         first = rnn.agent(features.float(), None)
         hidden = [first] + [torch.zeros_like(first) for _ in range(rnn.num_layers - 1)]
@@ -72,7 +83,8 @@ class EggRnnSender(nn.Module):
                 step_input = hidden[i]
             logits.append(rnn.hidden_to_output(hidden[-1]))
             step_input = rnn.embedding(tokens[:, step])
-        token_logp, entropy = token_log_probs(torch.stack(logits, 1), tokens[:, :sampled], lengths, temperature)
+        token_logp, entropy = token_log_probs(torch.stack(logits, 1), tokens[:, :sampled], lengths, temperature,
+                                            entropy_grad)
         forced = tokens.size(1) - sampled
         return F.pad(token_logp, (0, forced)), F.pad(entropy, (0, forced))
 

@@ -1,51 +1,65 @@
 """Named senders and receivers, and the one factory for each (``--sender NAME``, ``--receiver NAME``).
 
-A sender entry is a function ``build(options: SenderOptions, encoder: ClipRetriever) -> nn.Module``
-(``encoder``: the CLIP whose image features a feature-reading sender gets); a receiver entry is a
-function ``build(options: ReceiverOptions) -> (retriever, preprocess)``. Other packages add entries
+A sender entry is a function ``build(options: SenderOptions, feature_dim: int) -> Captioner``
+(``feature_dim``: the size of the image features a feature-reading sender gets); a receiver entry is a
+function ``build(options: ReceiverOptions) -> (Retriever, image processor)``. Other packages add entries
 without touching this one, through Python entry points in the groups ``egg_zoo_discritune.senders`` and
 ``egg_zoo_discritune.receivers`` (the entry point's name is the ``--sender`` / ``--receiver`` name).
+What is built is checked against the contracts in ``archs/contracts.py``.
 """
 
 from __future__ import annotations
 
 from importlib import metadata
-from typing import Callable
-
-from torch import nn
+from typing import Any, Callable, Optional
 
 from egg_zoo_discritune.archs.blip import build_blip
-from egg_zoo_discritune.archs.clip import ClipRetriever, load_retriever
+from egg_zoo_discritune.archs.clip import load_retriever
+from egg_zoo_discritune.archs.clipcap import ClipCapSender, build_clipcap
+from egg_zoo_discritune.archs.contracts import Captioner, Retriever, check_captioner, check_retriever
 from egg_zoo_discritune.archs.egg_rnn import build_egg_rnn
-from egg_zoo_discritune.config import ReceiverOptions, SenderOptions
+from egg_zoo_discritune.archs.options import ReceiverOptions, SenderOptions
 
 SENDER_GROUP = "egg_zoo_discritune.senders"
 RECEIVER_GROUP = "egg_zoo_discritune.receivers"
 
-SenderBuilder = Callable[[SenderOptions, ClipRetriever], nn.Module]
-ReceiverBuilder = Callable[[ReceiverOptions], tuple]
+SenderBuilder = Callable[[SenderOptions, int], Captioner]
+ReceiverBuilder = Callable[[ReceiverOptions], tuple[Retriever, Any]]
+
+
+def build_clipcap_sender(options: SenderOptions, feature_dim: int, weights: Optional[str] = None,
+                         mapping: str = "mlp") -> ClipCapSender:
+    """A ClipCap reading ``feature_dim``-d image features; ``weights`` overrides ``--clipcap_weights``,
+    ``mapping`` is the type of a new mapper (a weights file holds its own)."""
+    sender = build_clipcap(
+        options.gpt2, weights or options.clipcap_weights, mapping, clip_dim=feature_dim,
+        prefix_length=options.prefix_length, clip_length=options.clip_length, num_layers=options.mapper_layers,
+        stop_rule=options.stop_rule, trainable=options.trainable, dropout=options.dropout == "on",
+    )
+    if sender.feature_dim != feature_dim:
+        raise ValueError(f"the ClipCap mapper takes {sender.feature_dim}-d image features but the retriever gives "
+                         f"{feature_dim}-d ones (the released ClipCap weights need CLIP ViT-B/32)")
+    return sender
 
 
 def _clipcap(mapping: str) -> SenderBuilder:
-    def build(options: SenderOptions, encoder: ClipRetriever) -> nn.Module:
-        from egg_zoo_discritune.factory import load_sender  # the factory builds ClipCaps for evaluation too
-
-        return load_sender(options, encoder, mapping=mapping)
+    def build(options: SenderOptions, feature_dim: int) -> Captioner:
+        return build_clipcap_sender(options, feature_dim, mapping=mapping)
     return build
 
 
 def _blip(hub_id: str) -> SenderBuilder:
-    def build(options: SenderOptions, encoder: ClipRetriever) -> nn.Module:
-        return build_blip(options.sender_source or hub_id, options.prompt)
+    def build(options: SenderOptions, feature_dim: int) -> Captioner:
+        return build_blip(options.sender_source or hub_id, options.prompt, dropout=options.dropout == "on")
     return build
 
 
-def _egg_rnn(options: SenderOptions, encoder: ClipRetriever) -> nn.Module:
-    return build_egg_rnn(encoder.model.config.projection_dim, options.egg_words)
+def _egg_rnn(options: SenderOptions, feature_dim: int) -> Captioner:
+    return build_egg_rnn(feature_dim, options.egg_words)
 
 
 def _clip(hub_id: str) -> ReceiverBuilder:
-    def build(options: ReceiverOptions) -> tuple:
+    def build(options: ReceiverOptions) -> tuple[Retriever, Any]:
         return load_retriever(hub_id, options.receiver_tokenizer, options.similarity)
     return build
 
@@ -78,7 +92,7 @@ def sender_names() -> list[str]:
     return sorted({*SENDERS, *_plugins(SENDER_GROUP)})
 
 
-def build_sender(options: SenderOptions, encoder: ClipRetriever) -> nn.Module:
+def build_sender(options: SenderOptions, feature_dim: int) -> Captioner:
     """The sender named ``options.sender``: built in, or registered by another package."""
     builder = SENDERS.get(options.sender)
     if builder is None:
@@ -87,14 +101,14 @@ def build_sender(options: SenderOptions, encoder: ClipRetriever) -> nn.Module:
             raise ValueError(f"unknown sender {options.sender!r}; known: {', '.join(sender_names())} (packages "
                              f"add more through the {SENDER_GROUP!r} entry-point group)")
         builder = plugin.load()
-    return builder(options, encoder)
+    return check_captioner(builder(options, feature_dim), options.sender)
 
 
-def build_receiver(options: ReceiverOptions, name: str) -> tuple:
-    """``(retriever, preprocess)`` for ``name``: a registered name, else a hub id, HF directory or OpenAI .pt."""
+def build_receiver(options: ReceiverOptions, name: str) -> tuple[Retriever, Any]:
+    """``(retriever, image processor)`` for ``name``: a registered name, else a hub id, HF directory or OpenAI .pt."""
     builder = RECEIVERS.get(name)
     if builder is None and name in _plugins(RECEIVER_GROUP):
         builder = _plugins(RECEIVER_GROUP)[name].load()
-    if builder is None:
-        return load_retriever(name, options.receiver_tokenizer, options.similarity)
-    return builder(options)
+    retriever, processor = (builder(options) if builder is not None else
+                            load_retriever(name, options.receiver_tokenizer, options.similarity))
+    return check_retriever(retriever, name), processor

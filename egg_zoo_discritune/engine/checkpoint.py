@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from egg_zoo_discritune.engine.callbacks import Callback
+from egg_zoo_discritune.engine.distributed import all_gather_lists, current_context
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -38,7 +39,22 @@ def unwrap(game: torch.nn.Module) -> torch.nn.Module:
     return getattr(game, "module", game)
 
 
-def trainer_state(trainer: Any, epoch: int, metadata: Optional[dict] = None) -> dict:
+def rng_state() -> dict:
+    """This process's random generators: Python's, torch's CPU one and, where there is one, CUDA's."""
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainer_state(trainer: Any, epoch: int, metadata: Optional[dict] = None,
+                  rng_states: Optional[list[dict]] = None) -> dict:
+    """Everything a resumed run needs; ``rng_states``: every rank's generators (by default this process's)."""
     scheduler = getattr(trainer, "optimizer_scheduler", None)
     scaler = getattr(trainer, "scaler", None)
     return {
@@ -47,7 +63,7 @@ def trainer_state(trainer: Any, epoch: int, metadata: Optional[dict] = None) -> 
         "optimizer_state_dict": trainer.optimizer.state_dict(),
         "optimizer_scheduler_state_dict": scheduler.state_dict() if scheduler is not None else None,
         "grad_scaler_state_dict": scaler.state_dict() if scaler is not None else None,
-        "rng_state": {"torch": torch.get_rng_state(), "python": random.getstate()},
+        "rng_states": rng_states or [rng_state()],
         "metadata": metadata or {},
     }
 
@@ -68,15 +84,19 @@ def restore(trainer: Any, checkpoint: dict) -> None:
     scaler = getattr(trainer, "scaler", None)
     if scaler is not None and checkpoint["grad_scaler_state_dict"] is not None:
         scaler.load_state_dict(checkpoint["grad_scaler_state_dict"])
-    torch.set_rng_state(checkpoint["rng_state"]["torch"])
-    random.setstate(checkpoint["rng_state"]["python"])
+    states, rank = checkpoint["rng_states"], current_context().rank
+    if len(states) != current_context().world_size:
+        raise ValueError(f"the checkpoint holds the random state of {len(states)} processes, and this run has "
+                         f"{current_context().world_size}: resume with as many")
+    set_rng_state(states[rank])
     trainer.start_epoch = checkpoint["epoch"]
 
 
 class CheckpointSaver(Callback):
     """EGG's ``CheckpointSaver`` interface: ``<prefix>_<epoch>.tar`` every ``checkpoint_freq`` epochs
     (0: only at the end) and ``<prefix>_final.tar`` (``<epoch>.tar`` / ``final.tar`` without prefix),
-    keeping the newest ``max_checkpoints`` epoch files."""
+    keeping the newest ``max_checkpoints`` epoch files. Under torchrun every process runs it, so each
+    one's random state is gathered; rank 0 alone writes."""
 
     def __init__(self, checkpoint_path: str, checkpoint_freq: int = 1, prefix: str = "",
                  max_checkpoints: int = sys.maxsize, metadata: Optional[dict] = None):
@@ -99,13 +119,22 @@ class CheckpointSaver(Callback):
         self.epoch = epoch
         if self.checkpoint_freq > 0 and epoch % self.checkpoint_freq == 0:
             path = self._path(str(epoch))
-            atomic_save(trainer_state(self.trainer, epoch, self.metadata), path)
+            if not self._save(epoch, path):
+                return
             self.saved.append(path)
             while len(self.saved) > self.max_checkpoints:
                 self.saved.pop(0).unlink(missing_ok=True)
 
     def on_train_end(self) -> None:
-        atomic_save(trainer_state(self.trainer, self.epoch, self.metadata), self._path("final"))
+        self._save(self.epoch, self._path("final"))
+
+    def _save(self, epoch: int, path: Path) -> bool:
+        """Writes the checkpoint on rank 0 (and says so) after gathering every rank's random state."""
+        states = all_gather_lists([rng_state()])
+        if not current_context().is_leader:
+            return False
+        atomic_save(trainer_state(self.trainer, epoch, self.metadata, states), path)
+        return True
 
 
 class ExportOnTrainEnd(Callback):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -44,6 +44,21 @@ def init_distributed(use_cuda: bool) -> DistributedContext:
     if not dist.is_initialized():
         dist.init_process_group("nccl" if use_cuda else "gloo")
     return current_context()
+
+
+@contextmanager
+def process_group(use_cuda: bool, join: Optional[Callable[[], DistributedContext]] = None
+                  ) -> Iterator[DistributedContext]:
+    """The whole life of a torchrun process group: this process's GPU is chosen first (NCCL needs it before
+    the group forms), the group is joined (by ``join``, e.g. EGG's own init, else here), and it is left
+    at the end, whatever happens in between. A single process gets a plain context."""
+    if use_cuda and launched_by_torchrun():
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    context = join() if join is not None else init_distributed(use_cuda)
+    try:
+        yield context
+    finally:
+        finish_distributed()
 
 
 def current_context() -> DistributedContext:
@@ -129,5 +144,5 @@ def barrier() -> None:
 
 def finish_distributed() -> None:
     """Leaves the process group (any DDP wrapper must be gone by then)."""
-    if world_size() > 1:
+    if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

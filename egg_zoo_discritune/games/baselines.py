@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from egg_zoo_discritune.engine.baselines import BuiltInBaseline, MeanBaseline, NoBaseline
+from egg_zoo_discritune.engine.distributed import all_gather_rows, world_size
 
 
 class ExponentialBaseline(nn.Module):
@@ -68,3 +69,16 @@ def advantages(rewards: torch.Tensor, baseline: torch.Tensor, normalize: bool = 
     if normalize:
         adv = (adv - adv.mean()) / (adv.std(unbiased=False) + 1e-8)
     return adv
+
+
+def global_advantages(baseline: nn.Module, rewards: torch.Tensor, normalize: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """This rank's baselines and advantages, computed over the global batch (every rank's rewards under
+    torchrun), then the baseline's update; and this rank's share of the global batch, by which its loss is
+    weighted so DDP's gradient mean is the global batch mean even when ranks hold different numbers."""
+    everyone, first = all_gather_rows(rewards)
+    predicted = baseline.predict(everyone)
+    rows = slice(first, first + rewards.size(0))
+    advantage = advantages(everyone, predicted, normalize)[rows]
+    baseline.update(everyone)
+    return predicted[rows], advantage, rewards.size(0) * world_size() / everyone.size(0)

@@ -120,7 +120,7 @@ def build(options: BuildOptions) -> dict:
         start = time.perf_counter()
         sender = pretrain.train_clipcap(language_model, gpt2_tokenizer, features, [row[key] for row in train],
                                         options.clipcap_steps, seed=options.seed)
-        atomic_save(sender.clipcap_state_dict(), out / f"clipcap_{style}.pt")
+        atomic_save(sender.export(), out / f"clipcap_{style}.pt")
         timings[f"clipcap_{style}"] = time.perf_counter() - start
 
     report = {"version": VERSION, "options": asdict(options), "seconds": {k: round(v, 1) for k, v in timings.items()},

@@ -7,7 +7,12 @@ WORDS = ["<end>", "a", "red", "green", "blue", "yellow", "circle", "square", "sm
 
 
 class WordSlotSender(nn.Module):
+    """The ``Captioner`` contract (egg_zoo_discritune/archs/contracts.py) in a few lines."""
+
     pad_id = 0  # "<end>" ends a caption and pads it
+    reads_pixels = False  # it reads the retriever's image features
+    image_processor = None
+    export_file = "sender_finetuned.pt"
 
     def __init__(self, feature_dim: int, slots: int = 6):
         super().__init__()
@@ -25,10 +30,14 @@ class WordSlotSender(nn.Module):
         lengths = torch.where(ended.any(1), ended.int().argmax(1) + 1, tokens.size(1))
         return tokens, lengths
 
-    def log_probs(self, features, tokens, lengths, temperature=1.0):
+    def log_probs(self, features, tokens, lengths, temperature=1.0, entropy_grad=False):
         logp = (self.logits(features, tokens.size(1)) / temperature).log_softmax(-1)
         mask = torch.arange(tokens.size(1), device=tokens.device) < lengths[:, None]
-        return logp.gather(-1, tokens[..., None])[..., 0] * mask, -(logp.exp() * logp).sum(-1) * mask
+        entropy = -(logp.exp() * logp).sum(-1)
+        return logp.gather(-1, tokens[..., None])[..., 0] * mask, (entropy if entropy_grad else entropy.detach()) * mask
+
+    def authors_log_prob(self, token_logp, tokens, lengths, max_new_tokens):  # --logprob_reduction authors
+        return token_logp.sum(1) / lengths
 
     def decode(self, tokens, lengths):
         return [" ".join(WORDS[t] for t in row[:n] if t) for row, n in zip(tokens.tolist(), lengths.tolist())]
@@ -36,6 +45,9 @@ class WordSlotSender(nn.Module):
     def trainable_parameters(self):
         return list(self.parameters())
 
+    def export(self):
+        return self.state_dict()
 
-def build(options, encoder):  # --sender word-slots: options = SenderOptions, encoder = the CLIP retriever
-    return WordSlotSender(encoder.model.config.projection_dim)
+
+def build(options, feature_dim):  # --sender word-slots: options = SenderOptions, feature_dim = image feature size
+    return WordSlotSender(feature_dim)
