@@ -30,7 +30,7 @@ from egg_zoo_discritune.options import opt
 from egg_zoo_discritune.data_loaders.eval_sets import EVAL_SETS, PAPER_SETS, parse_eval_set
 from egg_zoo_discritune.data_loaders.features import FeatureCache, fingerprint
 from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset
-from egg_zoo_discritune.engine.distributed import finish_distributed, init_distributed, local_device
+from egg_zoo_discritune.engine.distributed import DistributedContext, local_device, process_group
 from egg_zoo_discritune.factory import (PRETRAINED, load_clips, load_other_receivers, load_sender_from, pixels_of,
                                         receiver_names)
 from egg_zoo_discritune.metrics.nlg import caption_metrics
@@ -126,8 +126,12 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     sender_opts = options_from(namespace, SenderOptions)
     receiver_opts = options_from(namespace, ReceiverOptions)
     device = start(decode.no_cuda)
-    context = init_distributed(device.type == "cuda")
-    device = local_device(device, context)
+    with process_group(device.type == "cuda") as context:
+        return _evaluate(opts, decode, sender_opts, receiver_opts, local_device(device, context), context)
+
+
+def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOptions, receiver_opts: ReceiverOptions,
+              device: torch.device, context: DistributedContext) -> list[dict]:
     if not context.is_leader:
         logging.getLogger().setLevel(logging.WARNING)
     roots = dict(r.split("=", 1) for r in opts.root)
@@ -204,7 +208,6 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
                                         "references": record.captions}) + "\n")
             results.append(row(name, spec, metrics, info))
             log.info("%s on %s: P@1 %.3f", name, spec, metrics["p_at_1"])
-    finish_distributed()
     if not context.is_leader:
         return results
     if opts.human:

@@ -16,18 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import torch
+
+from egg_zoo_discritune.archs.options import ReceiverOptions
 from egg_zoo_discritune.captioning import encode_images
 from egg_zoo_discritune.cli import run as run_cli, start
-from egg_zoo_discritune.archs.options import ReceiverOptions
 from egg_zoo_discritune.config import add_options, options_from
-from egg_zoo_discritune.data_loaders.options import DataOptions
-from egg_zoo_discritune.options import opt
 from egg_zoo_discritune.data_loaders import dataset_records
 from egg_zoo_discritune.data_loaders.eval_sets import EVAL_SETS, parse_eval_set
 from egg_zoo_discritune.data_loaders.features import fingerprint, read_part, write_cache
 from egg_zoo_discritune.data_loaders.images import ImageRecord, ImageRecordsDataset
-from egg_zoo_discritune.engine.distributed import barrier, finish_distributed, init_distributed, local_device, shard
+from egg_zoo_discritune.data_loaders.options import DataOptions
+from egg_zoo_discritune.engine.distributed import DistributedContext, barrier, local_device, process_group, shard
 from egg_zoo_discritune.factory import load_clips
+from egg_zoo_discritune.options import opt
 
 log = logging.getLogger("discritune")
 PARTS = ".parts"
@@ -67,9 +69,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     namespace = parser.parse_args(sys.argv[1:] if argv is None else argv)
     opts, data = options_from(namespace, ExtractOptions), options_from(namespace, DataOptions)
     device = start(opts.no_cuda)
-    context = init_distributed(device.type == "cuda")
-    device = local_device(device, context)
-    retriever, _, preprocess = load_clips(options_from(namespace, ReceiverOptions))
+    with process_group(device.type == "cuda") as context:
+        return _extract(opts, data, options_from(namespace, ReceiverOptions), local_device(device, context), context)
+
+
+def _extract(opts: ExtractOptions, data: DataOptions, receiver: ReceiverOptions, device: torch.device,
+             context: DistributedContext) -> Path:
+    """This process's shard of the images to its part of the cache; rank 0 joins the parts."""
+    retriever, _, preprocess = load_clips(receiver)
     source, records = _records(opts, data)
     rows = shard(len(records), context)
     dataset = ImageRecordsDataset(records[rows.start:rows.stop], preprocess, source=source)
@@ -90,7 +97,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                         {**manifest, "n_skipped": sum(p[2]["n_skipped"] for p in parts), "processes": len(parts)})
             shutil.rmtree(out / PARTS)
         barrier()
-        finish_distributed()
     if context.is_leader:
         log.info("image features written to %s (%d processes)", out, context.world_size)
     return out

@@ -10,6 +10,7 @@ from egg_zoo_discritune.games.discriminative import DiscriminativeGame
 from egg_zoo_discritune.games.options import GameOptions
 from egg_zoo_discritune.games.retrievers import Retrievers
 from egg_zoo_discritune.train import build_game
+from tests.tiny_assets import write_clip
 
 
 class StubSender(nn.Module):
@@ -224,3 +225,19 @@ def test_micro_batched_log_probs_give_the_same_loss_and_gradients(tiny):
     assert calls[0] == [7]
     # Chunks of 3, 3, 1 in the forward pass, each run again in the backward pass (activation recomputation).
     assert sorted(calls[1]) == [1, 1, 3, 3, 3, 3]
+
+
+@pytest.mark.parametrize("mode, expected", [("alternate", [[0], [0, 1], [0]]), ("average", [[0, 1]] * 3)])
+def test_only_the_rewarding_retrievers_encode_images(tiny, tmp_path, mode, expected):
+    second = write_clip(tmp_path / "clip2", seed=1)
+    cfg = parse_config(["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights),
+                        "--receiver", f"{tiny.clip},{second}", "--receiver_mode", mode, "--max_len", "4"])
+    game, _ = build_game(cfg, load_engine("builtin"))
+    encoded = []
+    for i, retriever in enumerate(game.receiver.members):
+        retriever.encode_images = (lambda f, i: lambda x: encoded[-1].append(i) or f(x))(retriever.encode_images, i)
+    for _ in expected:
+        encoded.append([])
+        game(torch.randn(4, 3, 32, 32))[0].backward()
+    # Alternating: the first retriever encodes every step only because ClipCap reads its features.
+    assert encoded == expected

@@ -21,7 +21,8 @@ import torch
 from transformers import CLIPImageProcessorPil
 
 from egg_zoo_discritune.archs.clip import ClipRetriever
-from egg_zoo_discritune.config import add_options, opt, options_from
+from egg_zoo_discritune.config import add_options, options_from
+from egg_zoo_discritune.options import opt
 from egg_zoo_discritune.engine.checkpoint import atomic_save
 from egg_zoo_discritune.metrics.retrieval import precision_at_1
 from egg_zoo_discritune.toyworld import pretrain
