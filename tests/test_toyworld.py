@@ -6,9 +6,10 @@ import random
 import pytest
 
 from egg_zoo_discritune.archs.clipcap import build_clipcap
+from egg_zoo_discritune.demo import main as demo, train_argv
 from egg_zoo_discritune.toyworld.build import BuildOptions, build, is_built
 from egg_zoo_discritune.toyworld.world import COLOURS, SHAPES, alt_text_caption, descriptive_caption, draw, sample_scene
-from egg_zoo_discritune.demo import main as demo
+from egg_zoo_discritune.train import main as train
 
 
 def test_scenes_and_images_are_deterministic():
@@ -59,3 +60,23 @@ def test_discritune_raises_p_at_1_above_the_vanilla_captioner(small_world, tmp_p
         finetuned = p_at_1["ClipCap-alttext + DiscriTune", test_set]
         assert finetuned >= vanilla + 0.10, (test_set, vanilla, finetuned)
     assert "before:" in (run_dir / "demo.md").read_text()
+
+
+def _validation_p_at_1(small_world, run_dir, *flags):
+    """Validation P@1 (beam search, 2 blocks of 100 held-out images) after training with ``flags``."""
+    run = train(train_argv(small_world, ["--checkpoint_dir", str(run_dir), *flags]))
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if '"test"' in line][-1]["acc"]
+
+
+def test_the_papers_own_recipe_raises_p_at_1(small_world, tmp_path):
+    # The paper's recipe: greedy captions, EGG's running-mean baseline without normalisation, CLIP's own
+    # logits, the authors' log-prob normalisation. Dropout is off: the tiny GPT-2's 0.1 dropout made its
+    # greedy captions too noisy to learn from in 90 updates at lr 1e-3 (P@1 2.0 % vs 1.0 %). Over seeds
+    # 0, 1, 2 these 225 updates gave 13.0, 4.5 and 10.5 % against 0.5 % for the vanilla captioner.
+    recipe = ["--train_decoding", "greedy", "--baseline", "mean", "--no-normalize_advantage", "--similarity",
+              "scaled_cosine", "--logprob_reduction", "authors", "--dropout", "off", "--random_seed", "2"]
+    vanilla = _validation_p_at_1(small_world, tmp_path / "vanilla", *recipe, "--lr", "0", "--n_epochs", "1",
+                                 "--validation_freq", "1", "--max_train_images", "100")
+    finetuned = _validation_p_at_1(small_world, tmp_path / "paper", *recipe, "--lr", "1e-3", "--n_epochs", "15",
+                                   "--validation_freq", "15")
+    assert finetuned >= vanilla + 0.04, (vanilla, finetuned)
