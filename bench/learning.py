@@ -25,7 +25,7 @@ VARIANTS = {
     "leave-one-out over 4 samples per image (RLOO) + norm., sampling": [
         "--baseline", "loo", "--samples_per_image", "4", "--normalize_advantage"],
     "no baseline + norm., sampling": ["--baseline", "none", "--normalize_advantage"],
-    "running mean + norm., greedy (paper)": ["--baseline", "mean", "--normalize_advantage",
+    "running mean + norm., greedy (the paper's decoding)": ["--baseline", "mean", "--normalize_advantage",
                                               "--train_decoding", "greedy"],
 }
 
