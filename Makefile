@@ -2,6 +2,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# The real EGG (not on PyPI): EGG_SOURCE (a wheel, or pip's git+https://github.com/facebookresearch/EGG@<commit>),
+# else the wheel in ../shared/wheels, else none (the built-in engine runs the game).
+EGG_SOURCE ?= $(firstword $(wildcard ../shared/wheels/egg-*.whl))
+# What `import egg.core` needs; EGG's own requirements also pull torchvision, which breaks beside torch 2.13.
+EGG_RUNTIME := scipy editdistance rich wandb
 
 .PHONY: install test demo clean
 
@@ -11,6 +16,9 @@ $(VENV)/.installed: setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"
+	if [ -n "$(EGG_SOURCE)" ]; then \
+		$(PY) -m pip install -q --no-deps "$(EGG_SOURCE)" && $(PY) -m pip install -q $(EGG_RUNTIME); \
+	else echo "EGG not installed (no EGG_SOURCE, no ../shared/wheels/egg-*.whl): the built-in engine runs the game"; fi
 	touch $@
 
 test: install

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from egg_zoo_discritune.engine.callbacks import Callback, aggregate
 
 CONFIG_FILE = "config.json"
@@ -62,7 +64,7 @@ class JsonlLogger(Callback):
         if not is_training:
             return
         self.step += 1
-        self.window.append((float(loss), logs))
+        self.window.append((float(loss.detach()) if torch.is_tensor(loss) else float(loss), logs))  # EGG's is attached
         if self.log_every > 0 and self.step % self.log_every == 0:
             summaries = [aggregate(l, i) for l, i in self.window]
             record = {k: sum(s[k] for s in summaries) / len(summaries) for k in summaries[0]}

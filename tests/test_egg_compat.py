@@ -1,41 +1,49 @@
-"""``egg_compat`` routes to egg.core when it is importable, and ``python -m egg.zoo.discritune.train``
-runs without EGG, with EGG installed normally, and with EGG installed editable from its own folder."""
+"""``egg_compat`` routes to the real egg.core when it is importable, and ``python -m egg.zoo.discritune.train``
+runs without EGG, with EGG installed normally, and with EGG installed editable from its own folder.
 
+The EGG used is facebookresearch's own, from its wheel in ../shared/wheels (what ``make install`` puts into
+the venv); tests that need it are skipped, saying so, where it is absent."""
+
+import importlib.util
 import os
 import site
 import subprocess
 import sys
 import venv
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 
 from egg_zoo_discritune.egg_compat import load_engine
-from tests.egg_standin import write_egg_project
+
+EGG_WHEEL = next(iter(sorted((Path(__file__).resolve().parents[2] / "shared" / "wheels").glob("egg-*.whl"))), None)
+needs_egg = pytest.mark.skipif(importlib.util.find_spec("egg.core") is None,
+                               reason="EGG is not installed (make install installs it from ../shared/wheels)")
+needs_wheel = pytest.mark.skipif(EGG_WHEEL is None, reason="no EGG wheel in ../shared/wheels")
 
 
-def test_builtin_engine_without_egg():
-    if load_engine("auto").name == "egg":
-        pytest.skip("EGG is installed in this environment")
-    assert load_engine("builtin").name == "builtin"
-    with pytest.raises(ImportError, match="install EGG"):
-        load_engine("egg")
-
-
-def test_routes_to_egg_core_when_importable(standin_on_path):
-    engine = load_engine("auto")
+@needs_egg
+def test_routes_to_the_real_egg_core():
     import egg.core
 
+    engine = load_engine("auto")
     assert engine.name == "egg" and engine.module is egg.core
-    assert engine.Trainer is egg.core.Trainer
+    assert engine.Trainer is egg.core.Trainer and engine.Trainer.__module__ == "egg.core.trainers"
     assert load_engine("builtin").name == "builtin"
 
 
-def test_resume_under_egg_engine(tiny, tmp_path, standin_on_path, monkeypatch):
+@needs_egg
+def test_resume_under_the_egg_trainer(tiny, tmp_path, monkeypatch):
+    import egg.core
+
     from egg_zoo_discritune.engine.checkpoint import load_checkpoint
     from egg_zoo_discritune.train import main
 
-    monkeypatch.setenv("EGG_STANDIN_MARKER", str(tmp_path / "marker.txt"))
+    built = []
+    init = egg.core.Trainer.__init__
+    monkeypatch.setattr(egg.core.Trainer, "__init__", lambda self, *a, **k: built.append(1) or init(self, *a, **k))
     extra = ["--engine", "egg", "--train_decoding", "sample", "--validation_freq", "0"]
     straight = main([*_train_argv(tiny, tmp_path / "straight"), *extra, "--n_epochs", "2"])
     main([*_train_argv(tiny, tmp_path / "resumed"), *extra])
@@ -43,7 +51,7 @@ def test_resume_under_egg_engine(tiny, tmp_path, standin_on_path, monkeypatch):
     a, b = load_checkpoint(straight / "final.tar"), load_checkpoint(resumed / "final.tar")
     assert a["epoch"] == b["epoch"] == 2
     assert all(torch.equal(v, b["model_state_dict"][k]) for k, v in a["model_state_dict"].items())
-    assert (tmp_path / "marker.txt").read_text().count("egg.core.Trainer") == 3
+    assert len(built) == 3
 
 
 def _train_argv(tiny, run_dir):
@@ -52,22 +60,33 @@ def _train_argv(tiny, run_dir):
             "--num_workers", "0", "--max_len", "6", "--checkpoint_dir", str(run_dir)]
 
 
-def _run_module(python, argv, marker, cwd):
-    env = {**os.environ, "EGG_STANDIN_MARKER": str(marker), "PYTHONPATH": ""}
-    return subprocess.run([str(python), "-m", "egg.zoo.discritune.train", *argv], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+def _site_without_egg(directory: Path) -> Path:
+    """This environment's site-packages, EGG left out: a folder of links to everything else in it."""
+    directory.mkdir()
+    for entry in Path(site.getsitepackages()[0]).iterdir():
+        if entry.name != "egg" and not entry.name.startswith("egg-"):
+            (directory / entry.name).symlink_to(entry)
+    return directory
 
 
-def _venv_seeing_this_one(path):
-    """A fresh venv whose site-packages also processes this environment's (and so its .pth files)."""
+def _venv_seeing(path: Path, site_dir: Path) -> Path:
+    """A fresh venv whose site-packages also processes ``site_dir`` (and so its .pth files)."""
     venv.create(path, with_pip=False)
     python = path / "bin" / "python"
     target = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
                             capture_output=True, text=True, check=True).stdout.strip()
-    outer = site.getsitepackages()[0]
     with open(os.path.join(target, "zz_outer_env.pth"), "w") as f:
-        f.write(f"import site; site.addsitedir({outer!r})\n")
+        f.write(f"import site; site.addsitedir({str(site_dir)!r})\n")
     return python
+
+
+def _egg_clone(directory: Path) -> Path:
+    """EGG's sources laid out as a clone (``egg/`` and a setup.py finding its packages), from its wheel."""
+    with zipfile.ZipFile(EGG_WHEEL) as wheel:
+        wheel.extractall(directory, [n for n in wheel.namelist() if n.startswith("egg/")])
+    (directory / "setup.py").write_text("from setuptools import find_packages, setup\n\n"
+                                        "setup(name='EGG', version='0.1.0', packages=find_packages())\n")
+    return directory
 
 
 def _pip_install(python, *args):
@@ -75,24 +94,29 @@ def _pip_install(python, *args):
                     *args], check=True, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("egg_install", ["none", "site-packages", "editable"])
+@pytest.mark.parametrize("egg_install", ["none", pytest.param("site-packages", marks=needs_wheel),
+                                         pytest.param("editable", marks=needs_wheel)])
 def test_python_m_egg_zoo_discritune_train(tiny, tmp_path, egg_install):
-    python = sys.executable
-    if egg_install != "none":
-        python = _venv_seeing_this_one(tmp_path / "venv")
-        project = write_egg_project(tmp_path / "EGG")
-        _pip_install(python, *(["-e"] if egg_install == "editable" else []), str(project))
-    marker = tmp_path / "marker.txt"
-    result = _run_module(python, _train_argv(tiny, tmp_path / "run"), marker, cwd=tmp_path)
+    python = _venv_seeing(tmp_path / "venv", _site_without_egg(tmp_path / "site"))
+    if egg_install == "site-packages":
+        _pip_install(python, str(EGG_WHEEL))
+    elif egg_install == "editable":
+        _pip_install(python, "-e", str(_egg_clone(tmp_path / "EGG")))
+    env = {**os.environ, "PYTHONPATH": ""}
+    result = subprocess.run([str(python), "-m", "egg.zoo.discritune.train", *_train_argv(tiny, tmp_path / "run")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "run" / "final.tar").is_file()
-    expected = "builtin" if egg_install == "none" else "egg"
-    assert f"engine: {expected}" in result.stderr
-    assert marker.exists() == (egg_install != "none")
-    if egg_install != "none":
-        where = subprocess.run([str(python), "-c", "import egg.core; print(egg.core.__file__)"],
-                               capture_output=True, text=True, check=True).stdout
-        assert str(tmp_path / ("EGG" if egg_install == "editable" else "venv")) in where
+    where = subprocess.run([str(python), "-c", "import egg.core; print(egg.core.__file__)"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True)
+    if egg_install == "none":
+        assert "engine: builtin" in result.stderr and "No module named 'egg.core'" in where.stderr
+        refused = subprocess.run([str(python), "-c", "from egg_zoo_discritune.egg_compat import load_engine; "
+                                  "load_engine('egg')"], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert "install EGG" in refused.stderr
+    else:
+        assert "engine: egg" in result.stderr
+        assert str(tmp_path / ("EGG" if egg_install == "editable" else "venv")) in where.stdout
 
 
 def test_help_via_python_m(tmp_path):

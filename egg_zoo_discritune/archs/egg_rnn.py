@@ -1,7 +1,8 @@
 """An emergent-language agent as the sender: EGG's own ``RnnSenderReinforce`` over a small vocabulary,
 so the same game is played by an agent learning from scratch instead of a pretrained captioner.
 
-EGG's wrapper samples in training and takes the argmax in evaluation, with symbol 0 as EOS. Its
+EGG's wrapper samples ``max_len`` symbols in training (the argmax in evaluation), then appends EOS
+(symbol 0), so its messages are ``max_len + 1`` long. Its
 symbols are rendered as words (symbol ``i`` -> ``words[i - 1]``) for the CLIP retriever to read.
 EGG senders have no beam search: "beam" decodes greedily. ``log_probs`` re-runs EGG's own modules
 (agent, cells, ``hidden_to_output``, ``embedding``, ``sos_embedding``) with the given symbols as inputs.
@@ -56,10 +57,13 @@ class EggRnnSender(nn.Module):
     @torch.no_grad()
     def generate(self, features: torch.Tensor, mode: str = "greedy", max_new_tokens: int = 40, num_beams: int = 1,
                  temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+        if max_new_tokens < self.rnn.max_len + 1:
+            raise ValueError(f"--max_len {max_new_tokens} cuts EGG's messages ({self.rnn.max_len} symbols and EOS): "
+                             f"give --max_len {self.rnn.max_len + 1} or more, or a smaller --egg_max_len")
         was_training = self.rnn.training
         self.rnn.train(mode == "sample")  # EGG's wrapper: sample in training mode, argmax otherwise
         try:
-            symbols = self.rnn(features.float())[0][:, :max_new_tokens]
+            symbols = self.rnn(features.float())[0]
         finally:
             self.rnn.train(was_training)
         return symbols, caption_lengths(symbols, [self.pad_id])
@@ -94,7 +98,7 @@ class EggRnnSender(nn.Module):
 
 def build_egg_rnn(feature_dim: int, words: list[str], hidden_size: int = 256, embed_dim: int = 64,
                   max_len: int = 10, cell: str = "gru") -> EggRnnSender:
-    """EGG's ``RnnSenderReinforce`` (an EOS is forced after ``max_len - 1`` symbols) reading CLIP features."""
+    """EGG's ``RnnSenderReinforce`` (``max_len`` symbols, then a forced EOS) reading CLIP features."""
     try:
         core = importlib.import_module("egg.core")
     except ImportError as err:

@@ -25,6 +25,7 @@ class SenderOptions:
     egg_words: list[str] = opt(["red", "green", "blue", "yellow", "white", "black", "circle", "square", "triangle",
                                 "star", "small", "big", "left", "right", "top", "bottom"],
                                "--sender egg-rnn: the words its symbols 1..N stand for (symbol 0 is EOS)")
+    egg_max_len: int = opt(10, "--sender egg-rnn: symbols EGG samples before its forced EOS (--max_len must be larger)")
     prompt: str = opt("a picture of ", "BLIP: the text the captions continue (BLIP's captioning prompt; '' for none)")
     clipcap_weights: Optional[str] = opt(None, "ClipCap state dict (coco_weights.pt, conceptual_weights.pt, or an "
                                                "export of this package); without it GPT-2 is pretrained and the "

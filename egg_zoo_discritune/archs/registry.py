@@ -55,7 +55,7 @@ def _blip(hub_id: str) -> SenderBuilder:
 
 
 def _egg_rnn(options: SenderOptions, feature_dim: int) -> Captioner:
-    return build_egg_rnn(feature_dim, options.egg_words)
+    return build_egg_rnn(feature_dim, options.egg_words, max_len=options.egg_max_len)
 
 
 def _clip(hub_id: str) -> ReceiverBuilder:
