@@ -5,14 +5,15 @@ PY := $(VENV)/bin/python
 # The real EGG (not on PyPI): EGG_SOURCE (a wheel, or pip's git+https://github.com/facebookresearch/EGG@<commit>),
 # else the wheel in ../shared/wheels, else none (the built-in engine runs the game).
 EGG_SOURCE ?= $(firstword $(wildcard ../shared/wheels/egg-*.whl))
-# What `import egg.core` needs; EGG's own requirements also pull torchvision, which breaks beside torch 2.13.
-EGG_RUNTIME := scipy editdistance rich wandb
+# What `import egg.core` needs (and tensorboard, for --tensorboard); EGG's own requirements also pull
+# torchvision, which breaks beside torch 2.13, so EGG goes in with --no-deps.
+EGG_RUNTIME := scipy editdistance rich wandb tensorboard
 
 .PHONY: install test demo clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py pyproject.toml
+$(VENV)/.installed: setup.py pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[test]"

@@ -32,6 +32,8 @@ class EggOptions:
     validation_freq: int = opt(1, "evaluate on the validation split every N epochs (0: never)")
     n_epochs: int = opt(20, "number of epochs")
     load_from_checkpoint: Optional[str] = opt(None, "start from this checkpoint (.tar) of an earlier run")
+    preemptable: bool = opt(False, "EGG's preemption: when --checkpoint_dir holds a checkpoint, continue from the "
+                                   "newest one, else start there, so a rescheduled job reruns the same command")
     no_cuda: bool = opt(False, "run on the CPU even when a GPU is available")
     batch_size: int = opt(100, "images per update; each image's caption is scored against all images of the batch")
     optimizer: str = opt("adam", "optimizer", ("adam", "adamw", "sgd"))
@@ -41,6 +43,9 @@ class EggOptions:
                             "--precision fp16")
     precision: str = opt("fp32", "autocast dtype of the networks, with fp32 master weights: fp32, bf16 (CPU and "
                                  "recent GPUs), fp16 (CUDA, with loss scaling)", ("fp32", "bf16", "fp16"))
+    tensorboard: bool = opt(False, "EGG's TensorboardLogger: loss and aux means per epoch to --tensorboard_dir "
+                                   "(needs EGG and the tensorboard package)")
+    tensorboard_dir: str = opt("runs/", "where --tensorboard writes its event files")
     grad_norm: Optional[float] = opt(None, "clip the gradient norm to this value (default: no clipping, as the paper)")
 
 
@@ -65,6 +70,10 @@ class RunOptions:
                       ("auto", "egg", "builtin"))
     resume: bool = opt(False, "continue the run in --checkpoint_dir from its newest checkpoint")
     log_every: int = opt(50, "write running means to log.jsonl every N updates")
+    save_interactions: bool = opt(False, "EGG's InteractionSaver: each validation's interaction (captions as token "
+                                         "ids and lengths, labels, P@1, rewards) to <run>/interactions/validation/"
+                                         "epoch_<k>/; read one with egg_zoo_discritune.engine.interaction."
+                                         "load_interactions")
 
 
 @dataclass

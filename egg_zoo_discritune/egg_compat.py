@@ -10,6 +10,7 @@ from ``core.get_opts()``.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
@@ -29,11 +30,15 @@ class Engine:
         return getattr(self.module, item)
 
     def init(self, *, use_cuda: bool, validation_freq: int = 1, update_freq: int = 1, fp16: bool = False,
-             random_seed: int = 0) -> DistributedContext:
+             random_seed: int = 0, tensorboard_dir: Optional[str] = None) -> DistributedContext:
         """The engine's process-wide start; under torchrun it joins the process group. EGG reads its
         Trainer's options from ``core.get_opts()`` and initialises torch.distributed itself (NCCL only)."""
         if self.name == "builtin":
+            if tensorboard_dir is not None:
+                raise ValueError("--tensorboard is EGG's TensorboardLogger: install EGG (make install) or leave it out")
             return init_distributed(use_cuda)
+        if tensorboard_dir is not None and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError("--tensorboard needs the tensorboard package: pip install tensorboard")
         if launched_by_torchrun() and not use_cuda:
             raise ValueError("EGG's distributed mode is NCCL-only (GPUs); run CPU processes with --engine builtin")
         argv = [f"--validation_freq={validation_freq}", f"--update_freq={update_freq}", f"--random_seed={random_seed}"]
@@ -41,6 +46,8 @@ class Engine:
             argv.append("--fp16")
         if not use_cuda:
             argv.append("--no_cuda")
+        if tensorboard_dir is not None:
+            argv += ["--tensorboard", f"--tensorboard_dir={tensorboard_dir}"]
         self.module.init(params=argv)
         return current_context()
 

@@ -73,10 +73,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                          "which builds it and fills in its paths")
     device = start(cfg.egg.no_cuda)
     engine = load_engine(cfg.run.engine)
-    fp16 = cfg.egg.fp16 or cfg.egg.precision == "fp16"
     use_cuda = device.type == "cuda"
+    fp16 = cfg.egg.fp16 or cfg.egg.precision == "fp16"
+    if fp16 and not use_cuda:
+        log.warning("fp16 needs a CUDA device; training on %s in float32", device)
+        fp16 = False
     join = lambda: engine.init(use_cuda=use_cuda, validation_freq=cfg.egg.validation_freq,  # noqa: E731
-                               update_freq=cfg.egg.update_freq, fp16=fp16, random_seed=cfg.egg.random_seed)
+                               update_freq=cfg.egg.update_freq, fp16=fp16, random_seed=cfg.egg.random_seed,
+                               tensorboard_dir=cfg.egg.tensorboard_dir if cfg.egg.tensorboard else None)
     with process_group(use_cuda, join) as context:
         return _train(cfg, engine, local_device(device, context), context, fp16)
 
@@ -84,14 +88,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
 def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: DistributedContext, fp16: bool) -> Path:
     if not context.is_leader:
         logging.getLogger().setLevel(logging.WARNING)
-    run_dir = prepare_run_dir(cfg.egg.checkpoint_dir, cfg.run.preset or "run", cfg.run.resume) \
-        if context.is_leader else None
+    resume = cfg.run.resume or (cfg.egg.preemptable and _has_checkpoint(cfg.egg.checkpoint_dir))
+    run_dir = prepare_run_dir(cfg.egg.checkpoint_dir, cfg.run.preset or "run", resume) if context.is_leader else None
     run_dir = broadcast_from_leader(run_dir)
     # EGG's convention: the seed plus the rank, so sampled captions differ across processes.
     random.seed(cfg.egg.random_seed + context.rank)
     torch.manual_seed(cfg.egg.random_seed + context.rank)
-    if fp16 and device.type != "cuda":
-        log.warning("fp16 needs a CUDA device; training on %s in float32", device)
     log.info("engine: %s, device: %s, processes: %d, run directory: %s", engine.name, device, context.world_size,
              run_dir)
 
@@ -103,13 +105,13 @@ def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: Dist
                     cache, sender_pixels, context)
     optimizer = build_optimizer(cfg.egg.optimizer, game.sender.trainable_parameters(), cfg.egg.lr)
     config_dict = dataclasses.asdict(cfg)
-    if context.is_leader and not cfg.run.resume:
+    if context.is_leader and not resume:
         write_json(run_dir / CONFIG_FILE, config_dict)
     trainer = engine.make_trainer(game, optimizer, data.train_data, data.val_data,
                                   _callbacks(cfg, engine, run_dir, game, data, context, config_dict), device=device,
                                   validation_freq=cfg.egg.validation_freq, update_freq=cfg.egg.update_freq,
                                   fp16=fp16, grad_norm=cfg.egg.grad_norm)
-    checkpoint = latest_checkpoint(run_dir) if cfg.run.resume else cfg.egg.load_from_checkpoint
+    checkpoint = latest_checkpoint(run_dir) if resume else cfg.egg.load_from_checkpoint
     if checkpoint:
         restore(trainer, load_checkpoint(Path(checkpoint)))
         data.train_data.set_epoch(trainer.start_epoch)
@@ -121,13 +123,21 @@ def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: Dist
     return run_dir
 
 
+def _has_checkpoint(checkpoint_dir: Optional[str]) -> bool:
+    if checkpoint_dir is None:
+        raise ValueError("--preemptable needs --checkpoint_dir: the folder a rescheduled job continues from")
+    return any(Path(checkpoint_dir).glob("*.tar"))
+
+
 def _callbacks(cfg: TrainConfig, engine: Engine, run_dir: Path, game: DiscriminativeGame, data: RunData,
                context: DistributedContext, config_dict: dict) -> list:
     """Every process gathers its random state into the checkpoints; rank 0 alone logs and writes."""
     saver = CheckpointSaver(str(run_dir), cfg.egg.checkpoint_freq, metadata={"config": config_dict})
     if not context.is_leader:
         return [saver]
-    return [
+    interactions = [engine.InteractionSaver(test_epochs=list(range(1, cfg.egg.n_epochs + 1)),
+                                            checkpoint_dir=str(run_dir))] if cfg.run.save_interactions else []
+    return [*interactions,
         engine.ConsoleLogger(print_train_loss=True, as_json=True),
         engine.ProgressBarLogger(n_epochs=cfg.egg.n_epochs, train_data_len=len(data.train_data),
                                  test_data_len=len(data.val_data) if data.val_data is not None else 0),

@@ -5,6 +5,7 @@ The EGG used is facebookresearch's own, from its wheel in ../shared/wheels (what
 the venv); tests that need it are skipped, saying so, where it is absent."""
 
 import importlib.util
+import logging
 import os
 import site
 import subprocess
@@ -123,3 +124,43 @@ def test_help_via_python_m(tmp_path):
     result = subprocess.run([sys.executable, "-m", "egg.zoo.discritune.train", "--help"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and "--clipcap_weights" in result.stdout
+
+
+@pytest.mark.parametrize("engine", ["builtin", pytest.param("egg", marks=needs_egg)])
+def test_egg_common_options(tiny, tmp_path, engine, caplog):
+    from egg_zoo_discritune.engine.checkpoint import load_checkpoint
+    from egg_zoo_discritune.engine.interaction import load_interactions
+    from egg_zoo_discritune.train import main
+
+    caplog.set_level(logging.INFO)
+    run = tmp_path / "run"
+    argv = [*_train_argv(tiny, run), "--engine", engine, "--checkpoint_freq", "2", "--preemptable"]
+    main([*argv, "--n_epochs", "2", "--save_interactions", "--fp16"])
+    assert "fp16 needs a CUDA device" in caplog.text
+    assert sorted(p.name for p in run.glob("*.tar")) == ["2.tar", "final.tar"]  # every 2nd epoch, and the end
+    for epoch in (1, 2):  # EGG's InteractionSaver layout; captions as token ids
+        interaction = load_interactions(run / "interactions" / "validation" / f"epoch_{epoch}" / "interaction_gpu0")
+        assert interaction.message.dtype == torch.long and interaction.message.shape == (4, 6)
+        assert interaction.message_length.shape == (4,) and set(interaction.aux) >= {"acc", "reward"}
+    # Rescheduled with the same command and one more epoch, --preemptable continues from the newest checkpoint.
+    caplog.clear()
+    main([*argv, "--n_epochs", "3"])
+    assert "resumed from" in caplog.text and load_checkpoint(run / "final.tar")["epoch"] == 3
+    # --load_from_checkpoint starts a new run from another run's checkpoint.
+    other = main([*_train_argv(tiny, tmp_path / "other"), "--engine", engine, "--n_epochs", "3",
+                  "--load_from_checkpoint", str(run / "2.tar")])
+    assert sorted(p.name for p in other.glob("*.tar")) == ["3.tar", "final.tar"]
+    with pytest.raises(ValueError, match="--preemptable needs --checkpoint_dir"):
+        main([*_train_argv(tiny, tmp_path / "x")[:-2], "--engine", engine, "--preemptable"])
+
+
+@needs_egg
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="the tensorboard package is not installed")
+def test_tensorboard_through_egg_and_refused_without_it(tiny, tmp_path):
+    from egg_zoo_discritune.train import main
+
+    main([*_train_argv(tiny, tmp_path / "run"), "--engine", "egg", "--tensorboard", "--tensorboard_dir",
+          str(tmp_path / "tb")])
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    with pytest.raises(ValueError, match="--tensorboard is EGG's TensorboardLogger"):
+        main([*_train_argv(tiny, tmp_path / "builtin"), "--engine", "builtin", "--tensorboard"])

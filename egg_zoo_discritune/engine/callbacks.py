@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any, Optional
 
+import torch
 from tqdm.auto import tqdm
 
+from egg_zoo_discritune.engine.distributed import current_context
 from egg_zoo_discritune.engine.interaction import Interaction
 
 
@@ -105,3 +108,33 @@ class ProgressBarLogger(Callback):
         if self.use_info_table:
             self.bar.set_postfix(aggregate(float(loss), logs), refresh=False)
         self.bar.update(1)
+
+
+class InteractionSaver(Callback):
+    """EGG's ``InteractionSaver``: the epoch's whole interaction (training epochs ``train_epochs``,
+    validations ``test_epochs``) to ``<checkpoint_dir>/interactions/<train|validation>/epoch_<k>/
+    interaction_gpu<rank>``, by rank 0 when the interactions are gathered across processes.
+    ``engine.interaction.load_interactions`` reads a file back."""
+
+    def __init__(self, train_epochs: Optional[list[int]] = None, test_epochs: Optional[list[int]] = None,
+                 checkpoint_dir: str = "", aggregated_interaction: bool = True):
+        self.train_epochs = list(train_epochs or [])
+        self.test_epochs = list(test_epochs or [])
+        self.checkpoint_dir = Path(checkpoint_dir or ".") / "interactions"
+        self.aggregated_interaction = aggregated_interaction
+
+    def _dump(self, logs: Interaction, mode: str, epoch: int) -> None:
+        context = current_context()
+        if self.aggregated_interaction and not context.is_leader:
+            return
+        folder = self.checkpoint_dir / mode / f"epoch_{epoch}"
+        folder.mkdir(parents=True, exist_ok=True)
+        torch.save(logs, folder / f"interaction_gpu{context.rank}")
+
+    def on_epoch_end(self, loss: float, logs: Interaction, epoch: int) -> None:
+        if epoch in self.train_epochs:
+            self._dump(logs, "train", epoch)
+
+    def on_validation_end(self, loss: float, logs: Interaction, epoch: int) -> None:
+        if epoch in self.test_epochs:
+            self._dump(logs, "validation", epoch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterable, Optional
 
 import torch
@@ -125,3 +126,17 @@ class Interaction:
     @staticmethod
     def empty() -> "Interaction":
         return Interaction(None, None, None, {}, None, None, None, {})
+
+
+def load_interactions(path: str | Path) -> Interaction:
+    """An interaction file written by ``InteractionSaver`` (EGG's or the built-in one), read with
+    ``weights_only=True``: only the two Interaction classes are allowed besides tensors (EGG's own
+    ``egg.core.util.load_interactions`` calls ``torch.load`` in a way torch >= 2.6 refuses)."""
+    allowed = [Interaction]
+    try:
+        from egg.core.interaction import Interaction as EggInteraction
+        allowed.append(EggInteraction)
+    except ImportError:
+        pass
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(Path(path), map_location="cpu", weights_only=True)
