@@ -5,6 +5,7 @@ The EGG used is facebookresearch's own, from its wheel in ../shared/wheels (what
 the venv); tests that need it are skipped, saying so, where it is absent."""
 
 import importlib.util
+import json
 import logging
 import os
 import site
@@ -127,7 +128,7 @@ def test_help_via_python_m(tmp_path):
 
 
 @pytest.mark.parametrize("engine", ["builtin", pytest.param("egg", marks=needs_egg)])
-def test_egg_common_options(tiny, tmp_path, engine, caplog):
+def test_egg_common_options(tiny, tmp_path, engine, caplog, capsys):
     from egg_zoo_discritune.engine.checkpoint import load_checkpoint
     from egg_zoo_discritune.engine.interaction import load_interactions
     from egg_zoo_discritune.train import main
@@ -137,6 +138,10 @@ def test_egg_common_options(tiny, tmp_path, engine, caplog):
     argv = [*_train_argv(tiny, run), "--engine", engine, "--checkpoint_freq", "2", "--preemptable"]
     main([*argv, "--n_epochs", "2", "--save_interactions", "--fp16"])
     assert "fp16 needs a CUDA device" in caplog.text
+    # The engine's ConsoleLogger: one JSON line per epoch and validation, EGG's format.
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["mode"], r["epoch"]) for r in printed] == [("train", 1), ("test", 1), ("train", 2), ("test", 2)]
+    assert {"loss", "acc", "reward", "length"} <= set(printed[0])
     assert sorted(p.name for p in run.glob("*.tar")) == ["2.tar", "final.tar"]  # every 2nd epoch, and the end
     for epoch in (1, 2):  # EGG's InteractionSaver layout; captions as token ids
         interaction = load_interactions(run / "interactions" / "validation" / f"epoch_{epoch}" / "interaction_gpu0")
