@@ -53,9 +53,9 @@ def _recorder(engine):
     return Recorder()
 
 
-def _trainer(tiny, name):
+def _trainer(tiny, name, update_freq=1):
     engine = load_engine(name)
-    engine.init(use_cuda=False, random_seed=0)
+    engine.init(use_cuda=False, random_seed=0, update_freq=update_freq)
     cfg = parse_config(["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights), "--receiver",
                         str(tiny.clip), "--max_len", "6", "--train_decoding", "sample", "--test_decoding", "greedy"])
     game, _ = build_game(cfg, engine)
@@ -64,7 +64,8 @@ def _trainer(tiny, name):
     train = [(torch.randn(4, 3, 32, 32, generator=images), torch.arange(4)) for _ in range(3)]
     validation = [(torch.randn(4, 3, 32, 32, generator=images), torch.arange(4))]
     recorder = _recorder(engine)
-    trainer = engine.make_trainer(game, optimizer, train, validation, [recorder], device=torch.device("cpu"))
+    trainer = engine.make_trainer(game, optimizer, train, validation, [recorder], device=torch.device("cpu"),
+                                  update_freq=update_freq)
     return trainer, recorder
 
 
@@ -75,10 +76,11 @@ def _train(trainer, n_epochs, seed=0):
     return {k: v.clone() for k, v in trainer.game.checkpoint_state_dict().items()}
 
 
-def test_egg_trainer_and_builtin_trainer_play_the_same_game(tiny):
+@pytest.mark.parametrize("update_freq", [1, 2])
+def test_egg_trainer_and_builtin_trainer_play_the_same_game(tiny, update_freq):
     results = {}
     for name in ("egg", "builtin"):
-        trainer, recorder = _trainer(tiny, name)
+        trainer, recorder = _trainer(tiny, name, update_freq)
         assert type(trainer).__module__ == ("egg.core.trainers" if name == "egg" else "egg_zoo_discritune.engine.trainer")
         results[name] = (_train(trainer, 2), recorder.calls)
     (egg_weights, egg_calls), (builtin_weights, builtin_calls) = results["egg"], results["builtin"]
