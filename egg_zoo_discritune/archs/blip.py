@@ -16,7 +16,7 @@ from transformers import AutoProcessor, BlipForConditionalGeneration, PreTrained
 
 from egg_zoo_discritune.archs.captioner import LanguageModelCaptioner
 from egg_zoo_discritune.archs.decoding import caption_lengths, generate_options, token_log_probs
-from egg_zoo_discritune.archs.weights import pretrained_or_error
+from egg_zoo_discritune.archs.weights import cpu_state_dict, pretrained_or_error
 
 
 class BlipSender(LanguageModelCaptioner):
@@ -77,7 +77,7 @@ class BlipSender(LanguageModelCaptioner):
 
     def export(self) -> dict[str, torch.Tensor]:
         """The whole BLIP state dict (``BlipForConditionalGeneration.load_state_dict`` reads it)."""
-        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        return cpu_state_dict(self.model)
 
 
 def build_blip(source: str, prompt: str = "a picture of ", weights: Optional[str] = None,

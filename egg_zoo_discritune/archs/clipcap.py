@@ -19,7 +19,7 @@ from egg_zoo_discritune.archs.captioner import LanguageModelCaptioner
 from egg_zoo_discritune.archs.decoding import (caption_lengths, eos_normalised_log_prob, generate_options,
                                                token_log_probs)
 from egg_zoo_discritune.archs.mappers import MLPMapper, TransformerMapper
-from egg_zoo_discritune.archs.weights import load_state_dict_file, pretrained_or_error
+from egg_zoo_discritune.archs.weights import cpu_state_dict, load_state_dict_file, pretrained_or_error
 
 # Causal-mask buffers that transformers ~4.10 saved in every GPT-2 block; newer versions do not.
 _LEGACY_GPT2_BUFFER = re.compile(r"^gpt\.transformer\.h\.\d+\.attn\.(bias|masked_bias)$")
@@ -108,7 +108,7 @@ class ClipCapSender(LanguageModelCaptioner):
     def export(self) -> dict[str, torch.Tensor]:
         """The weights in the original ClipCap file layout, legacy GPT-2 attention buffers included,
         so the original ClipCap code (transformers ~4.10) loads the export strictly."""
-        state = {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+        state = cpu_state_dict(self)
         n = self.gpt.config.n_positions
         causal = torch.tril(torch.ones((n, n), dtype=torch.uint8)).view(1, 1, n, n)
         for i in range(self.gpt.config.n_layer):

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from egg_zoo_discritune.archs.decoding import caption_lengths, token_log_probs
+from egg_zoo_discritune.archs.weights import cpu_state_dict
 
 
 class FeatureAgent(nn.Module):
@@ -44,7 +45,7 @@ class EggRnnSender(nn.Module):
     export_file = "sender_finetuned.pt"
 
     def export(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().cpu().clone() for k, v in self.state_dict().items()}
+        return cpu_state_dict(self)
 
     def authors_log_prob(self, token_logp: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
                          max_new_tokens: int) -> torch.Tensor:

@@ -19,6 +19,11 @@ KNOWN_FILES = {
 }
 
 
+def cpu_state_dict(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of ``module``'s state dict: what an export writes, untouched by later training."""
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
 class MissingWeightsError(FileNotFoundError):
     """Raised when a model or weight file cannot be found; the message says what to fetch and where."""
 

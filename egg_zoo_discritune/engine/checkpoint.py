@@ -84,11 +84,11 @@ def restore(trainer: Any, checkpoint: dict) -> None:
     scaler = getattr(trainer, "scaler", None)
     if scaler is not None and checkpoint["grad_scaler_state_dict"] is not None:
         scaler.load_state_dict(checkpoint["grad_scaler_state_dict"])
-    states, rank = checkpoint["rng_states"], current_context().rank
-    if len(states) != current_context().world_size:
+    states, context = checkpoint["rng_states"], current_context()
+    if len(states) != context.world_size:
         raise ValueError(f"the checkpoint holds the random state of {len(states)} processes, and this run has "
-                         f"{current_context().world_size}: resume with as many")
-    set_rng_state(states[rank])
+                         f"{context.world_size}: resume with as many")
+    set_rng_state(states[context.rank])
     trainer.start_epoch = checkpoint["epoch"]
 
 
