@@ -19,14 +19,13 @@ from egg_zoo_discritune.cli import run as run_cli
 from egg_zoo_discritune.engine.distributed import launched_by_torchrun
 from egg_zoo_discritune.evaluate import main as evaluate
 from egg_zoo_discritune.run_dir import CONFIG_FILE
-from egg_zoo_discritune.toyworld.build import BuildOptions, build, is_built
+from egg_zoo_discritune.toyworld.build import DEFAULT_DIR, BuildOptions, build, is_built, train_flags
 from egg_zoo_discritune.train import main as train
 
 log = logging.getLogger("discritune")
 VANILLA = "ClipCap-alttext (vanilla)"
 FINETUNED = "ClipCap-alttext + DiscriTune"
 DESCRIPTIVE = "ClipCap-descriptive (vanilla)"
-DEFAULT_TOY_DIR = "~/.cache/discritune/toyworld"
 
 
 def toy_world(toy_dir: str) -> Path:
@@ -40,9 +39,7 @@ def toy_world(toy_dir: str) -> Path:
 
 def train_argv(toy: Path, argv: Sequence[str] = ()) -> list[str]:
     """The training flags of a demo run on ``toy``; ``argv`` comes last, so it overrides them."""
-    return ["--preset", "demo", "--annotations", str(toy / "train.jsonl"), "--val_annotations",
-            str(toy / "val.jsonl"), "--gpt2", str(toy / "gpt2"), "--clipcap_weights", str(toy / "clipcap_alttext.pt"),
-            "--receiver", str(toy / "clip"), *argv]
+    return ["--preset", "demo", *train_flags(toy), *argv]
 
 
 def _examples(eval_dir: Path, test_set: str, n: int = 4) -> list[str]:
@@ -82,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     parser = argparse.ArgumentParser(prog="python -m egg.zoo.discritune.demo", description=__doc__.split("\n")[0],
                                      epilog="Every other flag is a training flag (python -m egg.zoo.discritune.train "
                                             "--preset demo --help).")
-    parser.add_argument("--toy_dir", default=DEFAULT_TOY_DIR,
+    parser.add_argument("--toy_dir", default=DEFAULT_DIR,
                         help="where the toy world is built on first use (default: %(default)s)")
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                         help="evaluate the vanilla and finetuned captioners after training (default: %(default)s)")

@@ -31,6 +31,7 @@ from egg_zoo_discritune.games.baselines import build_baseline
 from egg_zoo_discritune.games.discriminative import DiscriminativeGame
 from egg_zoo_discritune.games.retrievers import Retrievers
 from egg_zoo_discritune.run_dir import CONFIG_FILE, LOG_FILE, JsonlLogger, latest_checkpoint, prepare_run_dir, write_json
+from egg_zoo_discritune.toyworld import build as toyworld
 
 log = logging.getLogger("discritune")
 
@@ -67,10 +68,10 @@ def build_game(cfg: TrainConfig, engine: Engine) -> tuple[DiscriminativeGame, Pr
 def main(argv: Optional[Sequence[str]] = None) -> Path:
     """Trains and returns the run directory. Under ``torchrun`` every process runs it: each loads its
     slice of every global batch of ``--batch_size`` images, and rank 0 alone logs and writes files."""
-    cfg = parse_config(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    cfg = parse_config(argv)
     if cfg.run.preset == "demo" and not cfg.data.annotations:
-        raise ValueError("--preset demo trains on the toy world: run python -m egg.zoo.discritune.demo (make demo), "
-                         "which builds it and fills in its paths")
+        cfg = parse_config([*toyworld.train_flags(_built_toy_world()), *argv])
     device = start(cfg.egg.no_cuda)
     engine = load_engine(cfg.run.engine)
     use_cuda = device.type == "cuda"
@@ -94,8 +95,8 @@ def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: Dist
     # EGG's convention: the seed plus the rank, so sampled captions differ across processes.
     random.seed(cfg.egg.random_seed + context.rank)
     torch.manual_seed(cfg.egg.random_seed + context.rank)
-    log.info("engine: %s, device: %s, processes: %d, run directory: %s", engine.name, device, context.world_size,
-             run_dir)
+    log.info("engine: %s (%s.Trainer), device: %s, processes: %d, run directory: %s", engine.name,
+             engine.module.__name__, device, context.world_size, run_dir)
 
     game, preprocess = build_game(cfg, engine)
     cache = FeatureCache(Path(cfg.data.feature_cache), fingerprint(game.receiver.first)) \
@@ -121,6 +122,15 @@ def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: Dist
     data.report_skipped(log)
     log.info("done: checkpoints and %s in %s", game.sender.export_file, run_dir)
     return run_dir
+
+
+def _built_toy_world() -> Path:
+    """Where ``make demo`` built the toy world; ``--preset demo`` without data paths trains on it."""
+    toy = Path(toyworld.DEFAULT_DIR).expanduser()
+    if not toyworld.is_built(toy):
+        raise ValueError(f"--preset demo trains on the toy world, which is not built in {toy}: run "
+                         "python -m egg.zoo.discritune.demo (make demo) once, or give --annotations and the model paths")
+    return toy
 
 
 def _has_checkpoint(checkpoint_dir: Optional[str]) -> bool:

@@ -139,9 +139,13 @@ def test_egg_common_options(tiny, tmp_path, engine, caplog, capsys):
     main([*argv, "--n_epochs", "2", "--save_interactions", "--fp16"])
     assert "fp16 needs a CUDA device" in caplog.text
     # The engine's ConsoleLogger: one JSON line per epoch and validation, EGG's format.
-    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    out = capsys.readouterr().out
+    printed = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert [(r["mode"], r["epoch"]) for r in printed] == [("train", 1), ("test", 1), ("train", 2), ("test", 2)]
     assert {"loss", "acc", "reward", "length"} <= set(printed[0])
+    if engine == "egg":  # EGG's rich progress bar ends with its info table: one row per epoch and phase
+        rows = [line.split("│")[1:3] for line in out.splitlines() if line.startswith("│")]
+        assert [(phase.strip(), int(epoch)) for phase, epoch in rows] == [(r["mode"], r["epoch"]) for r in printed]
     assert sorted(p.name for p in run.glob("*.tar")) == ["2.tar", "final.tar"]  # every 2nd epoch, and the end
     for epoch in (1, 2):  # EGG's InteractionSaver layout; captions as token ids
         interaction = load_interactions(run / "interactions" / "validation" / f"epoch_{epoch}" / "interaction_gpu0")

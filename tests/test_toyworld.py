@@ -7,6 +7,7 @@ import pytest
 
 from egg_zoo_discritune.archs.clipcap import build_clipcap
 from egg_zoo_discritune.demo import main as demo, train_argv
+from egg_zoo_discritune.toyworld import build as toyworld
 from egg_zoo_discritune.toyworld.build import BuildOptions, build, is_built
 from egg_zoo_discritune.toyworld.world import COLOURS, SHAPES, alt_text_caption, descriptive_caption, draw, sample_scene
 from egg_zoo_discritune.train import main as train
@@ -80,3 +81,15 @@ def test_the_papers_own_recipe_raises_p_at_1(small_world, tmp_path):
     finetuned = _validation_p_at_1(small_world, tmp_path / "paper", *recipe, "--lr", "1e-3", "--n_epochs", "15",
                                    "--validation_freq", "15")
     assert finetuned >= vanilla + 0.04, (vanilla, finetuned)
+
+
+def test_train_preset_demo_without_paths_uses_the_built_world(small_world, tmp_path, monkeypatch):
+    monkeypatch.setattr(toyworld, "DEFAULT_DIR", str(tmp_path / "nowhere"))
+    with pytest.raises(ValueError, match="not built in .*nowhere: run python -m egg.zoo.discritune.demo"):
+        train(["--preset", "demo"])
+    monkeypatch.setattr(toyworld, "DEFAULT_DIR", str(small_world))
+    run = train(["--preset", "demo", "--checkpoint_dir", str(tmp_path / "run"), "--max_train_images", "20", "--batch_size", "10",
+                 "--n_epochs", "1", "--validation_freq", "0"])
+    config = json.loads((run / "config.json").read_text())
+    assert config["data"]["annotations"] == str(small_world / "train.jsonl")
+    assert config["sender"]["gpt2"] == str(small_world / "gpt2")

@@ -29,6 +29,7 @@ from egg_zoo_discritune.toyworld import pretrain
 from egg_zoo_discritune.toyworld.world import IMAGE_SIZE, alt_text_caption, descriptive_caption, draw, sample_scene
 
 VERSION = 1
+DEFAULT_DIR = "~/.cache/discritune/toyworld"
 # clip_ood: out-of-domain images only the retriever is trained on, as CLIP saw far more than COCO.
 SPLITS = ("train", "val", "test", "ood", "clip_ood")
 
@@ -80,6 +81,13 @@ def load_pixels(out: Path, rows: list[dict], processor: CLIPImageProcessorPil) -
 def is_built(out: Path) -> bool:
     path = out / "build.json"
     return path.is_file() and json.loads(path.read_text()).get("version") == VERSION
+
+
+def train_flags(out: Path) -> list[str]:
+    """The training flags that point a run at the toy world in ``out``: its manifests and models."""
+    return ["--annotations", str(out / "train.jsonl"), "--val_annotations", str(out / "val.jsonl"),
+            "--gpt2", str(out / "gpt2"), "--clipcap_weights", str(out / "clipcap_alttext.pt"),
+            "--receiver", str(out / "clip")]
 
 
 def build(options: BuildOptions) -> dict:
