@@ -19,6 +19,9 @@ def run(main: Callable[[], object]) -> None:
         main()
     except USER_ERRORS as err:
         sys.exit(f"error: {err}")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)  # the shell's code for SIGINT
 
 
 def start(no_cuda: bool) -> torch.device:

@@ -48,6 +48,11 @@ class EggOptions:
     tensorboard_dir: str = opt("runs/", "where --tensorboard writes its event files")
     grad_norm: Optional[float] = opt(None, "clip the gradient norm to this value (default: no clipping, as the paper)")
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 2:
+            raise ValueError(f"--batch_size {self.batch_size}: the batch's other images are each caption's "
+                             "distractors, so a batch needs at least 2 (the paper: 100)")
+
 
 @dataclass
 class DecodingOptions:

@@ -61,6 +61,11 @@ class EvalOptions:
                                        "extract_features --test_set NAME) instead of its images")
     output_dir: str = opt("eval", "where results and captions are written")
 
+    def __post_init__(self) -> None:
+        if self.block_size < 2:
+            raise ValueError(f"--block_size {self.block_size}: a P@1 block needs the target and at least one "
+                             "distractor (the paper: 100)")
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m egg_zoo_discritune.evaluate", description=__doc__.split("\n")[0])

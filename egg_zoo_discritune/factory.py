@@ -41,7 +41,8 @@ def load_clips(receiver: ReceiverOptions, sender_clip: Optional[str] = None
     retriever, processor = build_receiver(receiver, receiver_names(receiver)[0])
     sender_encoder = None
     if sender_clip and sender_clip != receiver.receiver:
-        sender_encoder, sender_processor = load_retriever(sender_clip, receiver.receiver_tokenizer)
+        sender_encoder, sender_processor = load_retriever(sender_clip, receiver.receiver_tokenizer,
+                                                            trust_torchscript=receiver.trust_torchscript)
         _same_pixels(processor, sender_processor, f"--sender_clip {sender_clip}")
     return retriever, sender_encoder, pixels_of(processor)
 

@@ -30,7 +30,7 @@ from egg_zoo_discritune.factory import Preprocess, load_clips, load_other_receiv
 from egg_zoo_discritune.games.baselines import build_baseline
 from egg_zoo_discritune.games.discriminative import DiscriminativeGame
 from egg_zoo_discritune.games.retrievers import Retrievers
-from egg_zoo_discritune.run_dir import CONFIG_FILE, LOG_FILE, JsonlLogger, latest_checkpoint, prepare_run_dir, write_json
+from egg_zoo_discritune.run_dir import LOG_FILE, JsonlLogger, choose_run_dir, latest_checkpoint, write_run_config
 from egg_zoo_discritune.toyworld import build as toyworld
 
 log = logging.getLogger("discritune")
@@ -90,7 +90,7 @@ def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: Dist
     if not context.is_leader:
         logging.getLogger().setLevel(logging.WARNING)
     resume = cfg.run.resume or (cfg.egg.preemptable and _has_checkpoint(cfg.egg.checkpoint_dir))
-    run_dir = prepare_run_dir(cfg.egg.checkpoint_dir, cfg.run.preset or "run", resume) if context.is_leader else None
+    run_dir = choose_run_dir(cfg.egg.checkpoint_dir, cfg.run.preset or "run", resume) if context.is_leader else None
     run_dir = broadcast_from_leader(run_dir)
     # EGG's convention: the seed plus the rank, so sampled captions differ across processes.
     random.seed(cfg.egg.random_seed + context.rank)
@@ -98,6 +98,7 @@ def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: Dist
     log.info("engine: %s (%s.Trainer), device: %s, processes: %d, run directory: %s", engine.name,
              engine.module.__name__, device, context.world_size, run_dir)
 
+    # Everything that can fail on bad input happens before the run directory is written.
     game, preprocess = build_game(cfg, engine)
     cache = FeatureCache(Path(cfg.data.feature_cache), fingerprint(game.receiver.first)) \
         if cfg.data.feature_cache else None
@@ -106,17 +107,17 @@ def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: Dist
                     cache, sender_pixels, context)
     optimizer = build_optimizer(cfg.egg.optimizer, game.sender.trainable_parameters(), cfg.egg.lr)
     config_dict = dataclasses.asdict(cfg)
-    if context.is_leader and not resume:
-        write_json(run_dir / CONFIG_FILE, config_dict)
     trainer = engine.make_trainer(game, optimizer, data.train_data, data.val_data,
                                   _callbacks(cfg, engine, run_dir, game, data, context, config_dict), device=device,
                                   validation_freq=cfg.egg.validation_freq, update_freq=cfg.egg.update_freq,
                                   fp16=fp16, grad_norm=cfg.egg.grad_norm)
     checkpoint = latest_checkpoint(run_dir) if resume else cfg.egg.load_from_checkpoint
     if checkpoint:
-        restore(trainer, load_checkpoint(Path(checkpoint)))
+        restore(trainer, load_checkpoint(Path(checkpoint)), checkpoint)
         data.train_data.set_epoch(trainer.start_epoch)
         log.info("resumed from %s at epoch %d", checkpoint, trainer.start_epoch)
+    if context.is_leader:
+        write_run_config(run_dir, config_dict, Path(checkpoint) if resume else None, trainer.start_epoch)
     trainer.train(cfg.egg.n_epochs)
     trainer.game = unwrap(trainer.game)  # the DDP wrapper must go before its process group, or exit hangs
     data.report_skipped(log)

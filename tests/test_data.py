@@ -5,11 +5,14 @@ import zlib
 import pytest
 import torch
 
+from egg_zoo_discritune.config import options_from, parse_config
 from egg_zoo_discritune.data_loaders import dataset_records
 from egg_zoo_discritune.data_loaders.coco import karpathy_records
 from egg_zoo_discritune.data_loaders.conceptual import conceptual_records
 from egg_zoo_discritune.data_loaders.generic import generic_records
 from egg_zoo_discritune.data_loaders.images import BlockSampler, ImageRecordsDataset, image_loader
+from egg_zoo_discritune.evaluate import EvalOptions, build_parser as eval_parser
+from egg_zoo_discritune.metrics.retrieval import precision_at_1
 from tests.tiny_assets import draw_image, write_images
 
 
@@ -107,3 +110,20 @@ def test_processes_share_each_global_batch():
     assert list(BlockSampler(7, block_size=2, rank=1, world_size=2)) == [1, 3, 5]
     with pytest.raises(ValueError, match="cannot be split evenly over 3"):
         BlockSampler(10, block_size=4, world_size=3)
+
+
+def test_degenerate_batches_are_refused_or_never_scored(tmp_path):
+    with pytest.raises(ValueError, match="--batch_size 1: .* at least 2"):
+        parse_config(["--batch_size", "1"])
+    with pytest.raises(ValueError, match="--block_size 1: a P@1 block needs the target and at least one"):
+        options_from(eval_parser().parse_args(["--block_size", "1"]), EvalOptions)
+    # A batch in which one image alone decoded is dropped, not scored as a sure hit.
+    write_images(tmp_path, 4)
+    (tmp_path / "img_1.png").write_bytes(b"not an image")
+    dataset = ImageRecordsDataset(generic_records(tmp_path), _pixels)
+    batches = list(image_loader(dataset, batch_size=2))
+    assert [b[1].tolist() for b in batches] == [[2, 3]]
+    # The evaluation's last partial block (here one image) is left out of P@1.
+    features = torch.eye(5)
+    assert precision_at_1(features, features, lambda t, i: t @ i.T, block_size=2) == \
+        {"p_at_1": 1.0, "n_blocks": 2, "n_dropped": 1}

@@ -1,4 +1,7 @@
 import json
+import signal
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -83,3 +86,37 @@ def test_presets_and_help():
         assert option in help_text
     with pytest.raises(SystemExit):
         parse_config(["--preset", "nope"])
+
+
+_KILLED_AT_STEP = """
+import os, signal, sys
+from egg_zoo_discritune import run_dir
+log_batch = run_dir.JsonlLogger.on_batch_end
+def log_then_die(self, *args, **kwargs):
+    log_batch(self, *args, **kwargs)
+    if self.step == int(sys.argv[1]):
+        os.kill(os.getpid(), signal.SIGKILL)
+run_dir.JsonlLogger.on_batch_end = log_then_die
+from egg_zoo_discritune.train import main
+main(sys.argv[2:])
+"""
+
+
+def test_kill_9_mid_epoch_then_resume_gives_the_uninterrupted_run(tiny, tmp_path):
+    sampling = ("--train_decoding", "sample", "--n_epochs", "2")
+    straight = main(_argv(tiny, tmp_path / "straight", *sampling))
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AT_STEP, "3",
+                             *_argv(tiny, tmp_path / "run", *sampling, "--n_epochs", "3")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    resumed = main(_argv(tiny, tmp_path / "run", *sampling, "--resume"))
+    # Epoch 1's checkpoint and step 3 (of epoch 2) were written before the kill; the resumed run redoes step 3.
+    records = [json.loads(line) for line in (resumed / "log.jsonl").read_text().splitlines()]
+    assert records == [json.loads(line) for line in (straight / "log.jsonl").read_text().splitlines()]
+    a, b = load_checkpoint(straight / "final.tar"), load_checkpoint(resumed / "final.tar")
+    assert all(torch.equal(v, b["model_state_dict"][k]) for k, v in a["model_state_dict"].items())
+    config = json.loads((resumed / "config.json").read_text())
+    assert config["egg"]["n_epochs"] == 2
+    [resume] = config["resumes"]
+    assert resume["checkpoint"] == str(resumed / "1.tar") and resume["epoch"] == 1
+    assert resume["changed"] == {"egg.n_epochs": [3, 2]}

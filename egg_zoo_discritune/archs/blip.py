@@ -8,6 +8,7 @@ decoder's logits, not from BLIP's label-smoothed loss. Captions follow an option
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -16,7 +17,7 @@ from transformers import AutoProcessor, BlipForConditionalGeneration, PreTrained
 
 from egg_zoo_discritune.archs.captioner import LanguageModelCaptioner
 from egg_zoo_discritune.archs.decoding import caption_lengths, generate_options, token_log_probs
-from egg_zoo_discritune.archs.weights import cpu_state_dict, pretrained_or_error
+from egg_zoo_discritune.archs.weights import cpu_state_dict, load_state_dict_file, pretrained_or_error
 
 
 class BlipSender(LanguageModelCaptioner):
@@ -87,5 +88,5 @@ def build_blip(source: str, prompt: str = "a picture of ", weights: Optional[str
     model = pretrained_or_error(BlipForConditionalGeneration, source, "BLIP")
     processor = pretrained_or_error(AutoProcessor, source, "the BLIP processor")
     if weights:
-        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        model.load_state_dict(load_state_dict_file(Path(weights), "the BLIP weights"))
     return BlipSender(model, processor.tokenizer, processor.image_processor, prompt, dropout)

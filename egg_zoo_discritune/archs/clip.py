@@ -87,15 +87,17 @@ def _default(model: CLIPModel) -> CLIPImageProcessorPil:
     return CLIPImageProcessorPil(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
 
 
-def load_retriever(source: str, tokenizer: Optional[str] = None, similarity: str = "scaled_cosine"
-                   ) -> tuple[ClipRetriever, CLIPImageProcessorPil]:
+def load_retriever(source: str, tokenizer: Optional[str] = None, similarity: str = "scaled_cosine",
+                   trust_torchscript: bool = False) -> tuple[ClipRetriever, CLIPImageProcessorPil]:
     """A frozen retriever and its image preprocessing from a HF directory / hub id or an OpenAI ``.pt`` file.
 
     ``tokenizer`` (directory or hub id) is needed for ``.pt`` files, which carry no tokenizer; it
     defaults to the source itself for HF models and to ``openai/clip-vit-base-patch32`` for ``.pt`` files.
+    ``trust_torchscript``: read a ``.pt`` that is a TorchScript archive (OpenAI's released files).
     """
     if source.endswith((".pt", ".pth", ".bin")) or Path(source).is_file():
-        model = clip_from_openai_state_dict(load_state_dict_file(Path(source), "the OpenAI CLIP checkpoint"))
+        state = load_state_dict_file(Path(source), "the OpenAI CLIP checkpoint", trust_torchscript)
+        model = clip_from_openai_state_dict(state)
         tokenizer = tokenizer or "openai/clip-vit-base-patch32"
     else:
         model_type = getattr(pretrained_or_error(AutoConfig, source, "the retriever's config"), "model_type", None)

@@ -56,6 +56,9 @@ class ReceiverOptions:
                                         "SigLIP hub id or HF directory, or an OpenAI CLIP .pt; the first one's "
                                         "image features feed ClipCap")
     receiver_tokenizer: Optional[str] = opt(None, "CLIP tokenizer (hub id or directory) for an OpenAI .pt retriever")
+    trust_torchscript: bool = opt(False, "read OpenAI CLIP .pt files that are TorchScript archives (what clip.load "
+                                         "downloads), for the retriever and --sender_clip: loading one deserialises "
+                                         "the code it carries, so only for files from a source you trust")
     similarity: str = opt("scaled_cosine", "caption-image score: the retriever's own logits, logit_scale.exp() x "
                                            "cosine (100 x cosine for released CLIP; the authors' code), plain "
                                            "cosine, or the dot product of the unnormalised embeddings",

@@ -60,7 +60,7 @@ def _egg_rnn(options: SenderOptions, feature_dim: int) -> Captioner:
 
 def _clip(hub_id: str) -> ReceiverBuilder:
     def build(options: ReceiverOptions) -> tuple[Retriever, Any]:
-        return load_retriever(hub_id, options.receiver_tokenizer, options.similarity)
+        return load_retriever(hub_id, options.receiver_tokenizer, options.similarity, options.trust_torchscript)
     return build
 
 
@@ -110,5 +110,6 @@ def build_receiver(options: ReceiverOptions, name: str) -> tuple[Retriever, Any]
     if builder is None and name in _plugins(RECEIVER_GROUP):
         builder = _plugins(RECEIVER_GROUP)[name].load()
     retriever, processor = (builder(options) if builder is not None else
-                            load_retriever(name, options.receiver_tokenizer, options.similarity))
+                            load_retriever(name, options.receiver_tokenizer, options.similarity,
+                                           options.trust_torchscript))
     return check_retriever(retriever, name), processor

@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 
+from egg_zoo_discritune.torch_files import load_torch_file
+
 
 # Where the public files the presets name come from.
 KNOWN_FILES = {
@@ -43,15 +45,19 @@ def pretrained_or_error(cls: Any, name: str, what: str, **kwargs: Any) -> Any:
         ) from err
 
 
-def load_state_dict_file(path: Path, what: str) -> dict[str, torch.Tensor]:
-    """A state dict saved with ``torch.save`` (or a TorchScript archive), loaded on the CPU without
-    unpickling arbitrary objects."""
+def load_state_dict_file(path: Path, what: str, trust_torchscript: bool = False) -> dict[str, torch.Tensor]:
+    """A state dict saved with ``torch.save`` (or, when trusted, a TorchScript archive), on the CPU,
+    without unpickling anything but tensors."""
     if not path.is_file():
         hint = KNOWN_FILES.get(path.name, "download it")
         raise MissingWeightsError(f"{what} not found at {path}. Get it from: {hint}; then pass its path")
     if zipfile.is_zipfile(path) and _is_torchscript(path):
+        if not trust_torchscript:
+            raise ValueError(f"{path}: {what} is a TorchScript archive, and loading one deserialises the code it "
+                             "carries; it is read only with --trust_torchscript (for OpenAI CLIP .pt files from a "
+                             "source you trust)")
         return {k: v for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path, what)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

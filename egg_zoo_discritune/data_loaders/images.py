@@ -11,6 +11,7 @@ import logging
 import multiprocessing
 import tarfile
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, Optional, Sequence
 
@@ -85,11 +86,13 @@ class ImageRecordsDataset(Dataset):
         return self.n_missing + self.n_undecodable
 
 
-def collate_images(items: list) -> Optional[tuple[torch.Tensor, ...]]:
-    """Stacks the images that decoded; ``labels`` are their dataset indices. Items holding a pair (the
-    sender's pixels, the retrievers' input) give EGG's ``(sender_input, labels, receiver_input)``."""
+def collate_images(items: list, min_images: int = 1) -> Optional[tuple[torch.Tensor, ...]]:
+    """Stacks the images that decoded, or None when fewer than ``min_images`` did (the game's batches need
+    2: an image alone has no distractor and would score P@1 100 %); ``labels`` are their dataset indices.
+    Items holding a pair (the sender's pixels, the retrievers' input) give EGG's ``(sender_input, labels,
+    receiver_input)``."""
     items = [x for x in items if x is not None]
-    if not items:
+    if len(items) < max(min_images, 1):
         return None
     labels = torch.tensor([x[1] for x in items])
     if isinstance(items[0][0], tuple):
@@ -149,15 +152,25 @@ class SkipEmpty:
         (getattr(self.loader.sampler, "set_epoch", None) or self.dataset.set_epoch)(epoch)
 
 
+def own_generator() -> torch.Generator:
+    """For a DataLoader, which draws its workers' base seed at every pass: from this, not from torch's
+    global generator, so a validation pass after a checkpoint leaves the training's random numbers (and so
+    a resumed run) unchanged."""
+    return torch.Generator().manual_seed(0)
+
+
 def image_loader(dataset: Dataset, batch_size: int, *, shuffle_seed: Optional[int] = None, drop_last: bool = True,
                  num_workers: int = 0, context: DistributedContext = DistributedContext()) -> SkipEmpty:
     """Batches of ``(pixels or features, indices)``. With ``drop_last`` (the game's loaders): ``batch_size``
     is the global batch, shuffled per epoch when ``shuffle_seed`` is given, else consecutive blocks in file
     order, and each process of ``context`` loads its slice. Without it: every item once, in file order."""
     if not drop_last:
-        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_images)
+        loader = DataLoader(dataset, batch_size=batch_size, num_workers=num_workers, collate_fn=collate_images,
+                            generator=own_generator())
         return SkipEmpty(loader)
     sampler = BlockSampler(len(dataset), batch_size, shuffle_seed, context.rank, context.world_size)
+    # Under torchrun a process's share may be 1 image: the game gathers the whole batch as candidates.
+    collate = partial(collate_images, min_images=min(2, sampler.share))
     return SkipEmpty(DataLoader(dataset, batch_size=sampler.share, sampler=sampler, drop_last=True,
-                                num_workers=num_workers, collate_fn=collate_images,
+                                num_workers=num_workers, collate_fn=collate, generator=own_generator(),
                                 persistent_workers=num_workers > 0))

@@ -18,6 +18,7 @@ import multiprocessing
 import random
 import tarfile
 import zlib
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,7 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from egg_zoo_discritune.data_loaders.images import IMAGE_EXTENSIONS, SkipEmpty, collate_images
+from egg_zoo_discritune.data_loaders.images import IMAGE_EXTENSIONS, SkipEmpty, collate_images, own_generator
 from egg_zoo_discritune.engine.distributed import DistributedContext
 
 log = logging.getLogger(__name__)
@@ -159,4 +160,5 @@ class ShardStream(IterableDataset):
 def stream_loader(stream: ShardStream, num_workers: int = 0) -> SkipEmpty:
     """Batches of this process's ``share`` of each global batch; ``len`` is the batches per epoch."""
     return SkipEmpty(DataLoader(stream, batch_size=stream.share, drop_last=True, num_workers=num_workers,
-                                collate_fn=collate_images, persistent_workers=num_workers > 0))
+                                collate_fn=partial(collate_images, min_images=min(2, stream.share)),
+                                persistent_workers=num_workers > 0, generator=own_generator()))

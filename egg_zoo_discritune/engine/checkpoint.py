@@ -19,6 +19,7 @@ import torch
 
 from egg_zoo_discritune.engine.callbacks import Callback
 from egg_zoo_discritune.engine.distributed import all_gather_lists, current_context
+from egg_zoo_discritune.torch_files import load_torch_file
 
 
 def atomic_save(obj: Any, path: Path) -> None:
@@ -68,16 +69,27 @@ def trainer_state(trainer: Any, epoch: int, metadata: Optional[dict] = None,
     }
 
 
+CHECKPOINT_KEYS = ("epoch", "model_state_dict", "optimizer_state_dict", "rng_states")
+
+
 def load_checkpoint(path: Path) -> dict:
     if not Path(path).is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    checkpoint = load_torch_file(Path(path), "a training checkpoint")
+    if not isinstance(checkpoint, dict) or not set(CHECKPOINT_KEYS) <= set(checkpoint):
+        raise ValueError(f"{path}: not a training checkpoint of this package (a dict with {', '.join(CHECKPOINT_KEYS)}); "
+                         "a captioner's weights go to --clipcap_weights")
+    return checkpoint
 
 
-def restore(trainer: Any, checkpoint: dict) -> None:
-    """Puts a checkpoint's state into a freshly built trainer, so ``train`` continues where it stopped."""
-    unwrap(trainer.game).load_checkpoint_state_dict(checkpoint["model_state_dict"])
-    trainer.optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+def restore(trainer: Any, checkpoint: dict, path: Path | str = "the checkpoint") -> None:
+    """Puts a checkpoint's state, read from ``path``, into a freshly built trainer, so ``train`` continues
+    where it stopped."""
+    try:
+        unwrap(trainer.game).load_checkpoint_state_dict(checkpoint["model_state_dict"])
+        trainer.optimizer.load_state_dict(checkpoint["optimizer_state_dict"])
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
     scheduler = getattr(trainer, "optimizer_scheduler", None)
     if scheduler is not None and checkpoint["optimizer_scheduler_state_dict"] is not None:
         scheduler.load_state_dict(checkpoint["optimizer_scheduler_state_dict"])

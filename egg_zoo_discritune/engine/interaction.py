@@ -9,6 +9,7 @@ from typing import Iterable, Optional
 import torch
 
 from egg_zoo_discritune.engine.distributed import all_gather_rows
+from egg_zoo_discritune.torch_files import load_torch_file
 
 
 @dataclass
@@ -138,5 +139,4 @@ def load_interactions(path: str | Path) -> Interaction:
         allowed.append(EggInteraction)
     except ImportError:
         pass
-    with torch.serialization.safe_globals(allowed):
-        return torch.load(Path(path), map_location="cpu", weights_only=True)
+    return load_torch_file(Path(path), "an interaction file", allowed)

@@ -135,7 +135,12 @@ class DiscriminativeGame(nn.Module):
                 if k in trainable or k.startswith("baseline.") or k == "updates"}
 
     def load_checkpoint_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        missing, unexpected = self.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shapes differ: torch lists each one on its own line
+            mismatches = [line.strip() for line in str(err).splitlines() if "size mismatch" in line]
+            raise ValueError(f"a checkpoint of another model size ({len(mismatches)} tensors differ, first: "
+                             f"{mismatches[0] if mismatches else err})") from None
         expected = set(self.checkpoint_state_dict())
         not_loaded = expected & set(missing)
         if unexpected or not_loaded:

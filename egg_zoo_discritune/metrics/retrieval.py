@@ -17,6 +17,8 @@ Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 def precision_at_1(text_features: torch.Tensor, image_features: torch.Tensor, score: Scorer,
                    block_size: int = 100) -> dict:
+    if block_size < 2:
+        raise ValueError(f"P@1 blocks of {block_size}: a block needs the target and at least one distractor")
     n = text_features.size(0)
     n_blocks = n // block_size
     if n_blocks == 0:
