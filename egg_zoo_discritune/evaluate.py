@@ -59,6 +59,8 @@ class EvalOptions:
     spice_jars: Optional[str] = opt(None, "folder with the Stanford CoreNLP 3.6.0 jars SPICE needs")
     feature_cache: list[str] = opt([], "NAME=DIR: read test set NAME's image features from this cache (made by "
                                        "extract_features --test_set NAME) instead of its images")
+    verify_cache: int = opt(1000, "--feature_cache: hash this many of the test images (a seeded sample; -1: all, "
+                                  "0: none) and refuse the cache if one differs from the image it was made from")
     output_dir: str = opt("eval", "where results and captions are written")
 
     def __post_init__(self) -> None:
@@ -109,7 +111,7 @@ def _feature_caches(specs: list[str]) -> dict[str, Path]:
     return caches
 
 
-def _cached_images(directory: Path, eval_set, records, spec: str, retriever, sender_encoder):
+def _cached_images(directory: Path, eval_set, records, spec: str, retriever, sender_encoder, verify: int):
     """The test set's dataset and encoded images read from a feature cache made for it."""
     if sender_encoder is not None:
         raise ValueError(f"--feature_cache {eval_set.name}: the cache holds the retriever's features, and a "
@@ -118,6 +120,7 @@ def _cached_images(directory: Path, eval_set, records, spec: str, retriever, sen
     if cache.manifest.get("source") != eval_set.folder:
         raise ValueError(f"{directory}: a feature cache of {cache.manifest.get('source')!r} images, not of "
                          f"{eval_set.folder!r} (make it with extract_features --test_set {eval_set.name})")
+    cache.verify(records, verify)
     dataset = cache.dataset(records, spec)
     features = dataset.features()
     return dataset, EncodedImages(torch.arange(len(dataset)), features, features)
@@ -160,7 +163,8 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
         records = records[:opts.limit] if opts.limit else records
         cache = caches.get(spec) or caches.get(eval_set.name)
         if cache is not None:
-            dataset, encoded[spec] = _cached_images(cache, eval_set, records, spec, retriever, sender_encoder)
+            dataset, encoded[spec] = _cached_images(cache, eval_set, records, spec, retriever, sender_encoder,
+                                                    opts.verify_cache)
         else:
             dataset = ImageRecordsDataset(records, preprocess, source=spec)
             encoded[spec] = encode_images(dataset, retriever, sender_encoder, decode.batch_size, device,

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+import numpy as np
 import torch
 
 from egg_zoo_discritune.archs.options import ReceiverOptions
@@ -79,22 +80,24 @@ def _extract(opts: ExtractOptions, data: DataOptions, receiver: ReceiverOptions,
     retriever, _, preprocess = load_clips(receiver)
     source, records = _records(opts, data)
     rows = shard(len(records), context)
-    dataset = ImageRecordsDataset(records[rows.start:rows.stop], preprocess, source=source)
+    dataset = ImageRecordsDataset(records[rows.start:rows.stop], preprocess, source=source, hash_contents=True)
     encoded = encode_images(dataset, retriever.to(device), None, opts.batch_size, device, data.num_workers)
     ids = [dataset.records[i].image_id for i in encoded.indices.tolist()]
+    hashes = np.frombuffer(dataset.content_hashes, dtype=np.uint64)[encoded.indices.numpy()]
     manifest = {**fingerprint(retriever), "source": source, "dataset": data.dataset, "splits": opts.splits,
                 "test_set": opts.test_set}
     out = Path(opts.out)
     if not context.is_distributed:
-        write_cache(out, ids, [encoded.features.numpy()], {**manifest, "n_skipped": dataset.n_skipped})
+        write_cache(out, ids, [encoded.features.numpy()], hashes, {**manifest, "n_skipped": dataset.n_skipped})
     else:
-        write_cache(out / PARTS / f"rank-{context.rank:05d}", ids, [encoded.features.numpy()],
+        write_cache(out / PARTS / f"rank-{context.rank:05d}", ids, [encoded.features.numpy()], hashes,
                     {"n_skipped": dataset.n_skipped})
         barrier()
         if context.is_leader:
             parts = [read_part(p) for p in sorted((out / PARTS).iterdir())]
             write_cache(out, [i for p in parts for i in p[0]], [p[1] for p in parts],
-                        {**manifest, "n_skipped": sum(p[2]["n_skipped"] for p in parts), "processes": len(parts)})
+                        np.concatenate([p[2] for p in parts]),
+                        {**manifest, "n_skipped": sum(p[3]["n_skipped"] for p in parts), "processes": len(parts)})
             shutil.rmtree(out / PARTS)
         barrier()
     if context.is_leader:

@@ -4,6 +4,7 @@ when training from it, and a cache of another model or preprocessing is refused.
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
@@ -17,6 +18,7 @@ from egg_zoo_discritune.extract_features import main as extract
 from egg_zoo_discritune.factory import load_clips
 from egg_zoo_discritune.train import build_game, main as train
 from tests.test_eval_data import write_nocaps
+from tests.tiny_assets import draw_image
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +89,35 @@ def test_cache_of_another_model_or_preprocessing_is_refused(tiny, cache_dir, tmp
         FeatureCache(cache_dir, fingerprint(retriever))
     with pytest.raises(FileNotFoundError, match="extract_features"):
         FeatureCache(tmp_path / "nothing", expected)
+
+
+def test_same_weights_by_another_path_are_the_same_model(tiny, cache_dir, monkeypatch):
+    monkeypatch.chdir(tiny.clip.parent)
+    relative = load_clips(ReceiverOptions(receiver=tiny.clip.name))[0]
+    assert relative.name != str(tiny.clip)
+    FeatureCache(cache_dir, fingerprint(relative))
+
+
+def test_a_cache_of_other_images_with_the_same_ids_is_refused(tiny, cache_dir, tmp_path):
+    cache = FeatureCache(cache_dir, json.loads((cache_dir / "manifest.json").read_text()))
+    records = karpathy_records(tiny.coco_json, tiny.coco_root, "train")
+    assert np.load(cache_dir / "hashes.npy").shape == (len(cache.rows),)
+    cache.verify(records, -1)
+    # The same file names and ids, other pictures: a copy of the dataset with two images redrawn.
+    other_root = tmp_path / "coco"
+    shutil.copytree(tiny.coco_root, other_root)
+    redrawn = sorted((other_root / "train2014").iterdir())[:2]
+    for path in redrawn:
+        draw_image(path, "green", "circle", size=40)
+    other = karpathy_records(tiny.coco_json, other_root, "train")
+    with pytest.raises(ValueError, match=r"2 of 8 images checked differ .*e\.g\. id .*train2014"):
+        cache.verify(other, -1)
+    cache.verify(other, 0)  # checking can be turned off
+    with pytest.raises(ValueError, match="images checked differ"):
+        train(["--gpt2", str(tiny.gpt2), "--clipcap_weights", str(tiny.clipcap_weights), "--receiver", str(tiny.clip),
+               "--dataset", "coco", "--annotations", str(tiny.coco_json), "--data_root", str(other_root),
+               "--no-include_restval", "--feature_cache", str(cache_dir), "--batch_size", "4",
+               "--num_workers", "0", "--checkpoint_dir", str(tmp_path / "run")])
 
 
 def test_evaluation_from_a_test_set_cache_equals_evaluation_from_images(tiny, tmp_path, monkeypatch):

@@ -32,3 +32,5 @@ class DataOptions:
     shuffle_buffer: int = opt(1000, "--stream: images each DataLoader worker shuffles among")
     feature_cache: Optional[str] = opt(None, "read the images' CLIP features from this cache (made by "
                                              "python -m egg_zoo_discritune.extract_features) instead of pixels")
+    verify_cache: int = opt(1000, "--feature_cache: hash this many of the images (a seeded sample; -1: all, 0: "
+                                  "none) at start and refuse the cache if one differs from the image it was made from")

@@ -49,6 +49,7 @@ def split_dataset(data: DataOptions, split: str, annotations: Optional[str], dat
     source = f"{data.dataset}:{split}"
     if cache is None:
         return ImageRecordsDataset(records, preprocess, source=source)
+    cache.verify(records, data.verify_cache)
     if sender_pixels is None:
         return cache.dataset(records, source)
     pixels = ImageRecordsDataset(cache.dataset(records).records, sender_pixels, source=source)

@@ -77,8 +77,8 @@ def load_checkpoint(path: Path) -> dict:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     checkpoint = load_torch_file(Path(path), "a training checkpoint")
     if not isinstance(checkpoint, dict) or not set(CHECKPOINT_KEYS) <= set(checkpoint):
-        raise ValueError(f"{path}: not a training checkpoint of this package (a dict with {', '.join(CHECKPOINT_KEYS)}); "
-                         "a captioner's weights go to --clipcap_weights")
+        raise ValueError(f"{path}: not a training checkpoint of this package (a dict with "
+                         f"{', '.join(CHECKPOINT_KEYS)}); a captioner's weights go to --clipcap_weights")
     return checkpoint
 
 
