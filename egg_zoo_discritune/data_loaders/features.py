@@ -134,7 +134,7 @@ class CachedFeaturesDataset(Dataset):
         self.cache = cache
         self.records = [r for r in records if r.image_id in cache.rows]
         self.n_missing = len(records) - len(self.records)
-        self.n_undecodable = 0
+        self.n_undecodable = self.n_unsupported_mode = 0  # nothing is decoded
         self.source = source
 
     @property
@@ -168,6 +168,10 @@ class PixelsWithFeatures(Dataset):
     @property
     def n_undecodable(self) -> int:
         return self.pixels.n_undecodable
+
+    @property
+    def n_unsupported_mode(self) -> int:
+        return self.pixels.n_unsupported_mode
 
     @property
     def n_skipped(self) -> int:

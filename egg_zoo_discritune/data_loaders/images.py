@@ -20,10 +20,12 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from egg_zoo_discritune.data_loaders.image_modes import UnsupportedImageMode, to_rgb
 from egg_zoo_discritune.engine.distributed import DistributedContext
 
 log = logging.getLogger(__name__)
 
+UNDECODABLE, UNSUPPORTED_MODE = 1, 2  # why an image was skipped
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
@@ -85,18 +87,24 @@ class ImageRecordsDataset(Dataset):
         record = self.records[index]
         try:
             with self._open(index) as image:
-                pixels = self.preprocess(image.convert("RGB"))
+                pixels = self.preprocess(to_rgb(image))
         except (OSError, UnidentifiedImageError, ValueError, KeyError, tarfile.TarError) as err:
             if not self._failed[index]:
                 log.warning("skipping undecodable image %s%s: %s", record.path,
                             f"[{record.member}]" if record.member else "", err)
-            self._failed[index] = 1
+            self._failed[index] = UNSUPPORTED_MODE if isinstance(err, UnsupportedImageMode) else UNDECODABLE
             return None
         return pixels, index
 
     @property
     def n_undecodable(self) -> int:
-        return sum(self._failed[: len(self.records)])
+        """Images that did not load, for either reason (counted once each)."""
+        return sum(1 for flag in self._failed[: len(self.records)] if flag)
+
+    @property
+    def n_unsupported_mode(self) -> int:
+        """Of those, images that decoded into a pixel mode with no conversion to RGB."""
+        return sum(1 for flag in self._failed[: len(self.records)] if flag == UNSUPPORTED_MODE)
 
     @property
     def n_skipped(self) -> int:

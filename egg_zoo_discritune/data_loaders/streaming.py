@@ -26,6 +26,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from egg_zoo_discritune.data_loaders.image_modes import UnsupportedImageMode, to_rgb
 from egg_zoo_discritune.data_loaders.images import IMAGE_EXTENSIONS, SkipEmpty, collate_images, own_generator
 from egg_zoo_discritune.engine.distributed import DistributedContext
 
@@ -94,11 +95,16 @@ class ShardStream(IterableDataset):
                         source or "stream", len(shards), readers)
         self.epoch = 0
         self.n_missing = 0
-        self._undecodable = multiprocessing.Value("l", 0)  # shared with the DataLoader workers
+        # Shared with the DataLoader workers: images that did not load, and of those, in an unsupported mode.
+        self._undecodable, self._unsupported = multiprocessing.Value("l", 0), multiprocessing.Value("l", 0)
 
     @property
     def n_undecodable(self) -> int:
         return self._undecodable.value
+
+    @property
+    def n_unsupported_mode(self) -> int:
+        return self._unsupported.value
 
     @property
     def n_skipped(self) -> int:
@@ -113,10 +119,13 @@ class ShardStream(IterableDataset):
     def _decode(self, data: bytes):
         try:
             with Image.open(io.BytesIO(data)) as image:
-                return self.preprocess(image.convert("RGB"))
+                return self.preprocess(to_rgb(image))
         except (OSError, UnidentifiedImageError, ValueError) as err:
             with self._undecodable.get_lock():
                 self._undecodable.value += 1
+            if isinstance(err, UnsupportedImageMode):
+                with self._unsupported.get_lock():
+                    self._unsupported.value += 1
             log.debug("skipping undecodable image: %s", err)
             return None
 

@@ -27,8 +27,10 @@ class RunData:
     def report_skipped(self, log) -> None:
         for name, dataset in (("train", self.train_set), ("validation", self.val_set)):
             if dataset is not None and dataset.n_skipped:
-                log.warning("%s: skipped %d images (%d missing, %d undecodable)", name, dataset.n_skipped,
-                            dataset.n_missing, dataset.n_undecodable)
+                unsupported = dataset.n_unsupported_mode
+                log.warning("%s: skipped %d images (%d missing, %d undecodable%s)", name, dataset.n_skipped,
+                            dataset.n_missing, dataset.n_undecodable,
+                            f", of which {unsupported} in an image mode with no RGB conversion" if unsupported else "")
 
 
 def validation_source(data: DataOptions) -> Optional[tuple[Optional[str], Optional[str]]]:
