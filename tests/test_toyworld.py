@@ -4,6 +4,7 @@ import json
 import random
 
 import pytest
+import torch
 
 from egg_zoo_discritune.archs.clipcap import build_clipcap
 from egg_zoo_discritune.demo import main as demo, train_argv
@@ -93,3 +94,22 @@ def test_train_preset_demo_without_paths_uses_the_built_world(small_world, tmp_p
     config = json.loads((run / "config.json").read_text())
     assert config["data"]["annotations"] == str(small_world / "train.jsonl")
     assert config["sender"]["gpt2"] == str(small_world / "gpt2")
+
+
+def test_the_world_and_the_demo_are_deterministic(tmp_path):
+    sizes = {"n_train": 200, "n_val": 100, "n_test": 100, "n_ood": 100, "n_clip_ood": 50, "clip_steps": 20,
+             "lm_steps": 20, "clipcap_steps": 20}
+    worlds = [tmp_path / "a", tmp_path / "b"]
+    for world in worlds:
+        build(BuildOptions(out=str(world), **sizes))
+    files = sorted(p.relative_to(worlds[0]) for p in worlds[0].rglob("*") if p.is_file() and p.name != "build.json")
+    assert len(files) > 200
+    for name in files:
+        assert (worlds[0] / name).read_bytes() == (worlds[1] / name).read_bytes(), name
+    runs = [demo(["--toy_dir", str(world), "--checkpoint_dir", str(tmp_path / f"run-{world.name}"), "--n_epochs", "1",
+                  "--batch_size", "50", "--validation_freq", "0"]) for world in worlds]
+    results = [json.loads((run / "eval" / "results.json").read_text())["results"] for run in runs]
+    for a, b in zip(*results):  # everything but the two worlds' paths
+        assert {k: (v, b[k]) for k, v in a.items() if v != b[k] and str(tmp_path) not in str(v)} == {}
+    exports = [torch.load(run / "clipcap_finetuned.pt", weights_only=True) for run in runs]
+    assert all(torch.equal(v, exports[1][k]) for k, v in exports[0].items())
