@@ -40,6 +40,7 @@ setup(
         "numpy",
         "tqdm",
         "pycocoevalcap>=1.2",
+        "webdataset>=1.0,<2",
     ],
     extras_require={"test": ["pytest>=8", "setuptools>=64"]},
     entry_points={"console_scripts": [

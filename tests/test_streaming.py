@@ -5,6 +5,7 @@ import io
 import json
 import tarfile
 
+import pytest
 import torch
 
 from egg_zoo_discritune.data_loaders.streaming import ShardStream, find_shards, stream_loader
@@ -58,14 +59,33 @@ def test_one_epoch_reads_every_decodable_image_once(tmp_path):
     assert len(batches) == 3 and len({label for b in batches for label in b}) == 12
 
 
-def test_every_process_yields_the_same_number_of_batches(tmp_path):
+def test_every_process_yields_the_same_number_of_batches(tmp_path, monkeypatch):
     shards = find_shards(write_shards(tmp_path / "train", [4, 4, 4]))
-    per_rank = [[b[1].tolist() for b in stream_loader(ShardStream(
-        shards, _pixels, batch_size=4, seed=1, context=DistributedContext(rank, rank, 2), shuffle_buffer=2))]
-        for rank in range(2)]
+    per_rank = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank in range(2):  # what torchrun sets, and webdataset's node splitter reads
+        monkeypatch.setenv("RANK", str(rank))
+        per_rank.append([b[1].tolist() for b in stream_loader(ShardStream(
+            shards, _pixels, batch_size=4, seed=1, context=DistributedContext(rank, rank, 2), shuffle_buffer=2))])
     # 12 images = 3 global batches of 4; the rank dealt one shard reads it again to fill its 3 halves.
     assert [len(batches) for batches in per_rank] == [3, 3]
     assert all(len(b) == 2 for batches in per_rank for b in batches)
+    assert {label // 10_000 for label in per_rank[0][0]}.isdisjoint({label // 10_000 for label in per_rank[1][0]})
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ValueError, match="webdataset sees process 0 of 2"):
+        next(iter(ShardStream(shards, _pixels, batch_size=4, seed=1, context=DistributedContext(1, 1, 2))))
+
+
+def test_the_files_layout_streams_too(tmp_path):
+    root = write_shards(tmp_path / "tars", [3, 3])
+    for tar in sorted(root.glob("*.tar")):
+        folder = tmp_path / "files" / tar.stem
+        folder.mkdir(parents=True)
+        with tarfile.open(tar) as archive:
+            archive.extractall(folder, filter="data")
+    stream = ShardStream(find_shards(tmp_path / "files"), _pixels, batch_size=3, seed=0, shuffle_buffer=2)
+    labels = sorted(label for b in stream_loader(stream) for label in b[1].tolist())
+    assert labels == [0, 1, 2, 10_000, 10_001, 10_002]
 
 
 def test_training_streams_conceptual_shards(tiny, tmp_path):

@@ -1,12 +1,13 @@
-"""Training on millions of images (Conceptual Captions): img2dataset shards read sequentially.
+"""Training on millions of images (Conceptual Captions): img2dataset shards streamed with ``webdataset``.
 
-Each epoch the shards are shuffled by ``(seed, epoch)`` and dealt round-robin to every DataLoader worker
-of every process; a worker reads its shards front to back (a tar in stream mode, a ``files`` folder in
-name order) through a shuffle buffer, so nothing but the buffer is in memory and no index of the images
-is built. Every process yields the same number of batches (what DDP needs): the epoch is
-``images // batch_size`` global batches, counted from img2dataset's ``NNNNN_stats.json`` files (or the
-shards themselves), and a worker whose shards run out starts over on them. Images that do not decode
-are skipped and counted.
+Each epoch the shards are shuffled by ``(seed, epoch)`` and split by webdataset over the processes and
+their DataLoader workers; a reader streams its shards front to back (a tar through webdataset, a ``files``
+folder in name order through ``folder_samples``) through a shuffle buffer, so nothing but the buffer is in
+memory and no index of the images is built. Every process yields the same number of batches (what DDP
+needs): the epoch is ``images // batch_size`` global batches, counted from img2dataset's
+``NNNNN_stats.json`` files (or the shards themselves), and a reader whose shards run out starts over on
+them. Images that do not decode are skipped and counted. The buffer holds decoded images, so every image
+an epoch reads is decoded (and counted if it fails) within that epoch.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import torch
-from PIL import Image, UnidentifiedImageError
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+import webdataset as wds
+from PIL import Image
+from torch.utils.data import DataLoader, IterableDataset
 
 from egg_zoo_discritune.data_loaders.image_modes import UnsupportedImageMode, to_rgb
 from egg_zoo_discritune.data_loaders.images import IMAGE_EXTENSIONS, SkipEmpty, collate_images, own_generator
@@ -58,16 +60,21 @@ def count_images(shard: Path) -> int:
         return sum(1 for m in archive.getmembers() if m.isfile() and _is_image(m.name))
 
 
-def read_shard(shard: Path) -> Iterator[tuple[str, bytes]]:
-    """``(key, encoded image)`` in shard order, reading a tar sequentially (no index)."""
-    if shard.is_dir():
-        for path in sorted(p for p in shard.iterdir() if _is_image(p.name)):
-            yield path.stem, path.read_bytes()
-        return
-    with tarfile.open(shard, "r|") as archive:
-        for member in archive:
-            if member.isfile() and _is_image(member.name):
-                yield member.name.rsplit(".", 1)[0], archive.extractfile(member).read()
+def folder_samples(shard: Path) -> Iterator[dict]:
+    """img2dataset's ``files`` layout, which webdataset does not read: a shard folder's images in name order,
+    as webdataset samples (``__key__``, and the encoded image under its extension)."""
+    for path in sorted(p for p in shard.iterdir() if _is_image(p.name)):
+        yield {"__key__": path.stem, "__url__": str(shard), path.suffix[1:].lower(): path.read_bytes()}
+
+
+def shard_samples(shards: Iterator[dict], handler: Callable[[Exception], bool]) -> Iterator[dict]:
+    """A pipeline stage: the samples of each shard, a tar read sequentially by webdataset or a folder."""
+    for shard in shards:
+        path = Path(shard["url"])
+        if path.is_dir():
+            yield from folder_samples(path)
+        else:
+            yield from wds.tariterators.tarfile_samples([shard], handler=handler)
 
 
 def key_label(key: str) -> int:
@@ -76,7 +83,12 @@ def key_label(key: str) -> int:
 
 
 class ShardStream(IterableDataset):
-    """Items ``(pixels, label)``; one epoch is ``len(self)`` items on this process (``batches`` of ``share``)."""
+    """Items ``(pixels, label)``; one epoch is ``len(self)`` items on this process (``batches`` of ``share``).
+
+    A webdataset pipeline per epoch: the shard list in the epoch's order, split by node (torchrun's
+    ``RANK``/``WORLD_SIZE``) and by DataLoader worker, samples read and decoded (errors skipped and counted
+    by a webdataset handler), a shuffle buffer, and the reader's quota of the epoch, passes over its shards
+    repeated until it is met."""
 
     def __init__(self, shards: list[Path], preprocess: Callable[[Image.Image], torch.Tensor], batch_size: int,
                  seed: int, context: DistributedContext = DistributedContext(), shuffle_buffer: int = 1000,
@@ -116,54 +128,51 @@ class ShardStream(IterableDataset):
     def __len__(self) -> int:
         return self.batches * self.share
 
-    def _decode(self, data: bytes):
-        try:
-            with Image.open(io.BytesIO(data)) as image:
-                return self.preprocess(to_rgb(image))
-        except (OSError, UnidentifiedImageError, ValueError) as err:
-            with self._undecodable.get_lock():
-                self._undecodable.value += 1
-            if isinstance(err, UnsupportedImageMode):
-                with self._unsupported.get_lock():
-                    self._unsupported.value += 1
-            log.debug("skipping undecodable image: %s", err)
-            return None
+    def _decode(self, sample: dict) -> tuple[torch.Tensor, int]:
+        data = next((sample[ext] for ext in sample if not ext.startswith("__") and _is_image(f"x.{ext}")), None)
+        if data is None:
+            raise ValueError(f"sample {sample['__key__']} holds no image ({sorted(sample)})")
+        with Image.open(io.BytesIO(data)) as image:
+            return self.preprocess(to_rgb(image)), key_label(sample["__key__"])
+
+    def _skip(self, err: Exception) -> bool:
+        """webdataset's error handler: count the sample, say why at debug level, and go on."""
+        with self._undecodable.get_lock():
+            self._undecodable.value += 1
+        if isinstance(err, UnsupportedImageMode):
+            with self._unsupported.get_lock():
+                self._unsupported.value += 1
+        log.debug("skipping an undecodable image: %s", err)
+        return True
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, int]]:
-        info = get_worker_info()
-        worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        reader = self.context.rank * workers + worker
-        readers = self.context.world_size * workers
-        order = torch.randperm(len(self.shards), generator=torch.Generator().manual_seed(self.seed * 100_003 +
-                                                                                          self.epoch)).tolist()
-        mine = [self.shards[i] for i in order[reader % len(order)::readers]] or [self.shards[order[0]]]
-        batches = self.batches // workers + (worker < self.batches % workers)
-        rng = random.Random(f"{self.seed}-{self.epoch}-{reader}")
+        rank, world_size, worker, workers = wds.utils.pytorch_worker_info()
+        if (rank, world_size) != (self.context.rank, self.context.world_size):
+            raise ValueError(f"webdataset sees process {rank} of {world_size} (RANK, WORLD_SIZE), the run "
+                             f"{self.context.rank} of {self.context.world_size}")
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = [str(self.shards[i]) for i in torch.randperm(len(self.shards), generator=generator).tolist()]
+        # Every reader must get a shard, or its process would run out of batches before the others (DDP waits).
+        readers = world_size * workers
+        order *= -(-readers // len(order))
+        quota = (self.batches // workers + (worker < self.batches % workers)) * self.share
+        rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{worker}")
         self.epoch += 1
-        return self._stream(mine, batches * self.share, rng)
+        pipeline = wds.DataPipeline(
+            wds.SimpleShardList(order), wds.split_by_node, wds.split_by_worker,
+            partial(shard_samples, handler=self._skip),
+            wds.map(self._decode, handler=self._skip),
+            wds.shuffle(self.shuffle_buffer, initial=self.shuffle_buffer, rng=rng),
+        ).repeat(nbatches=quota)  # whole passes, so a pass's images all come out before the next one's
+        return self._checked(iter(pipeline), quota)
 
-    def _samples(self, shards: list[Path]) -> Iterator[tuple[torch.Tensor, int]]:
-        """Decoded ``(pixels, label)`` of ``shards`` in order, starting over at the end."""
-        while True:
-            decoded = 0
-            for shard in shards:
-                for key, data in read_shard(shard):
-                    pixels = self._decode(data)
-                    if pixels is not None:
-                        decoded += 1
-                        yield pixels, key_label(key)
-            if not decoded:
-                raise ValueError(f"{self.source or 'stream'}: no image of {[str(s) for s in shards]} decodes")
-
-    def _stream(self, shards: list[Path], quota: int, rng: random.Random) -> Iterator[tuple[torch.Tensor, int]]:
-        samples, buffer = self._samples(shards), []
-        for produced in range(quota):
-            # Never read past what the quota needs, so a worker with exactly its quota reads each image once.
-            while len(buffer) < min(self.shuffle_buffer, quota - produced):
-                buffer.append(next(samples))
-            pick = rng.randrange(len(buffer))
-            buffer[pick], buffer[-1] = buffer[-1], buffer[pick]
-            yield buffer.pop()
+    def _checked(self, samples: Iterator, quota: int) -> Iterator[tuple[torch.Tensor, int]]:
+        produced = 0
+        for produced, sample in enumerate(samples, 1):
+            yield sample
+        if produced < quota:
+            raise ValueError(f"{self.source or 'stream'}: no image of this reader's shards decodes "
+                             f"({produced} of {quota} images)")
 
 
 def stream_loader(stream: ShardStream, num_workers: int = 0) -> SkipEmpty:
