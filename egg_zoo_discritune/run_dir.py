@@ -111,7 +111,7 @@ class JsonlLogger(Callback):
         self.step += 1
         self.window.append((float(loss.detach()) if torch.is_tensor(loss) else float(loss), logs))  # EGG's is attached
         if self.log_every > 0 and self.step % self.log_every == 0:
-            summaries = [aggregate(l, i) for l, i in self.window]
+            summaries = [aggregate(step_loss, step_logs) for step_loss, step_logs in self.window]
             record = {k: sum(s[k] for s in summaries) / len(summaries) for k in summaries[0]}
             self._write({**record, "mode": "train_step", "step": self.step})
             self.window = []

@@ -130,7 +130,8 @@ def _built_toy_world() -> Path:
     toy = Path(toyworld.DEFAULT_DIR).expanduser()
     if not toyworld.is_built(toy):
         raise ValueError(f"--preset demo trains on the toy world, which is not built in {toy}: run "
-                         "python -m egg.zoo.discritune.demo (make demo) once, or give --annotations and the model paths")
+                         "python -m egg.zoo.discritune.demo (make demo) once, or give --annotations and the model "
+                         "paths")
     return toy
 
 
