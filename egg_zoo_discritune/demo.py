@@ -88,9 +88,9 @@ def against_readme(results: list[dict]) -> list[str]:
     rows = {(r["model"], r["test_set"]): r for r in results}
     lines = []
     for (model, test_set, metric), (low, high) in README_RANGES.items():
-        value = rows[model, test_set][metric]
-        verdict = "within" if low <= value <= high else "OUTSIDE"
-        lines.append(f"- {model}, {test_set}, {metric}: {100 * value:.1f} ({verdict} {100 * low:.1f}-{100 * high:.1f})")
+        value = round(100 * rows[model, test_set][metric], 1)  # compared as the tables print it
+        verdict = "within" if round(100 * low, 1) <= value <= round(100 * high, 1) else "OUTSIDE"
+        lines.append(f"- {model}, {test_set}, {metric}: {value:.1f} ({verdict} {100 * low:.1f}-{100 * high:.1f})")
     return lines
 
 

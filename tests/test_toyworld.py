@@ -115,3 +115,14 @@ def test_the_world_and_the_demo_are_deterministic(tmp_path):
         assert {k: (v, b[k]) for k, v in a.items() if v != b[k] and str(tmp_path) not in str(v)} == {}
     exports = [torch.load(run / "clipcap_finetuned.pt", weights_only=True) for run in runs]
     assert all(torch.equal(v, exports[1][k]) for k, v in exports[0].items())
+
+
+def test_the_demo_says_whether_its_numbers_fall_in_the_readme_range():
+    from egg_zoo_discritune.demo import FINETUNED, README_RANGES, against_readme
+
+    rows = {(model, test_set): {"model": model, "test_set": test_set} for model, test_set, _ in README_RANGES}
+    for (model, test_set, metric), (low, _) in README_RANGES.items():
+        rows[model, test_set][metric] = low - 0.0004  # prints as the bound: within
+    assert all("(within" in line for line in against_readme(list(rows.values())))
+    rows[FINETUNED, "toyworld"]["p_at_1"] = 0.05
+    assert sum("(OUTSIDE" in line for line in against_readme(list(rows.values()))) == 1
