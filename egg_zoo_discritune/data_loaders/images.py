@@ -117,7 +117,7 @@ def collate_images(items: list, min_images: int = 1) -> Optional[tuple[torch.Ten
     Items holding a pair (the sender's pixels, the retrievers' input) give EGG's ``(sender_input, labels,
     receiver_input)``."""
     items = [x for x in items if x is not None]
-    if len(items) < max(min_images, 1):
+    if len(items) < min_images:
         return None
     labels = torch.tensor([x[1] for x in items])
     if isinstance(items[0][0], tuple):
@@ -177,6 +177,12 @@ class SkipEmpty:
         (getattr(self.loader.sampler, "set_epoch", None) or self.dataset.set_epoch)(epoch)
 
 
+def game_collate(share: int) -> Callable[[list], Optional[tuple[torch.Tensor, ...]]]:
+    """The collate function of the game's loaders: a batch needs 2 decoded images, or under torchrun, where
+    the game gathers the whole batch as candidates, this process's share when that is 1."""
+    return partial(collate_images, min_images=min(2, share))
+
+
 def own_generator() -> torch.Generator:
     """For a DataLoader, which draws its workers' base seed at every pass: from this, not from torch's
     global generator, so a validation pass after a checkpoint leaves the training's random numbers (and so
@@ -194,8 +200,7 @@ def image_loader(dataset: Dataset, batch_size: int, *, shuffle_seed: Optional[in
                             generator=own_generator())
         return SkipEmpty(loader)
     sampler = BlockSampler(len(dataset), batch_size, shuffle_seed, context.rank, context.world_size)
-    # Under torchrun a process's share may be 1 image: the game gathers the whole batch as candidates.
-    collate = partial(collate_images, min_images=min(2, sampler.share))
     return SkipEmpty(DataLoader(dataset, batch_size=sampler.share, sampler=sampler, drop_last=True,
-                                num_workers=num_workers, collate_fn=collate, generator=own_generator(),
+                                num_workers=num_workers, collate_fn=game_collate(sampler.share),
+                                generator=own_generator(),
                                 persistent_workers=num_workers > 0))

@@ -29,7 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset
 
 from egg_zoo_discritune.data_loaders.image_modes import UnsupportedImageMode, to_rgb
-from egg_zoo_discritune.data_loaders.images import IMAGE_EXTENSIONS, SkipEmpty, collate_images, own_generator
+from egg_zoo_discritune.data_loaders.images import IMAGE_EXTENSIONS, SkipEmpty, game_collate, own_generator
 from egg_zoo_discritune.engine.distributed import DistributedContext
 
 log = logging.getLogger(__name__)
@@ -129,7 +129,7 @@ class ShardStream(IterableDataset):
         return self.batches * self.share
 
     def _decode(self, sample: dict) -> tuple[torch.Tensor, int]:
-        data = next((sample[ext] for ext in sample if not ext.startswith("__") and _is_image(f"x.{ext}")), None)
+        data = next((sample[ext] for ext in sample if f".{ext.lower()}" in IMAGE_EXTENSIONS), None)
         if data is None:
             raise ValueError(f"sample {sample['__key__']} holds no image ({sorted(sample)})")
         with Image.open(io.BytesIO(data)) as image:
@@ -178,5 +178,5 @@ class ShardStream(IterableDataset):
 def stream_loader(stream: ShardStream, num_workers: int = 0) -> SkipEmpty:
     """Batches of this process's ``share`` of each global batch; ``len`` is the batches per epoch."""
     return SkipEmpty(DataLoader(stream, batch_size=stream.share, drop_last=True, num_workers=num_workers,
-                                collate_fn=partial(collate_images, min_images=min(2, stream.share)),
+                                collate_fn=game_collate(stream.share),
                                 persistent_workers=num_workers > 0, generator=own_generator()))
