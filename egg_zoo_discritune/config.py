@@ -19,6 +19,7 @@ from egg_zoo_discritune.archs.options import ReceiverOptions, SenderOptions
 from egg_zoo_discritune.data_loaders.options import DataOptions
 from egg_zoo_discritune.games.options import GameOptions
 from egg_zoo_discritune.options import opt
+from egg_zoo_discritune.precision import PRECISIONS
 
 
 @dataclass
@@ -41,8 +42,10 @@ class EggOptions:
     update_freq: int = opt(1, "accumulate gradients over N batches per update")
     fp16: bool = opt(False, "mixed precision with float16 autocast and loss scaling (CUDA only); same as "
                             "--precision fp16")
-    precision: str = opt("fp32", "autocast dtype of the networks, with fp32 master weights: fp32, bf16 (CPU and "
-                                 "recent GPUs), fp16 (CUDA, with loss scaling)", ("fp32", "bf16", "fp16"))
+    precision: str = opt("auto", "autocast dtype of the networks, with fp32 master weights: auto (bf16 where it is "
+                                 "native and faster: CUDA compute capability >= 8.0, or a CPU with AVX512_BF16 or "
+                                 "AMX whose bf16 matrix product a startup probe finds faster; else fp32), fp32, "
+                                 "bf16, fp16 (CUDA, with loss scaling)", PRECISIONS)
     tensorboard: bool = opt(False, "EGG's TensorboardLogger: loss and aux means per epoch to --tensorboard_dir "
                                    "(needs EGG and the tensorboard package)")
     tensorboard_dir: str = opt("runs/", "where --tensorboard writes its event files")
@@ -117,6 +120,7 @@ _PAPER_CLIPCAP: dict[str, tuple[Any, str]] = {
     "stop_rule": ("any_period", f"{CODE}: StopTokenLogitsProcessor forces EOS after any token containing '.'"),
     "logprob_reduction": ("authors", f"{CODE}: sum of log-probs before EOS / (that count + 1)"),
     "dropout": ("on", f"{CODE}: GPT-2 in train mode in generation and the teacher-forced pass"),
+    "precision": ("fp32", f"{CODE}: fp32, no autocast"),
     "trainable": ("all", f"{CODE}: mapper and GPT-2 (there the token embeddings are effectively frozen by their "
                          "vocabulary patch; not replicated)"),
 }
@@ -163,6 +167,7 @@ PRESETS: dict[str, dict[str, tuple[Any, str]]] = {
         "max_len": (20, "toy captions are short"),
         "kl_coeff": (0.2, "this package: without it the tiny GPT-2 drifts into run-on captions, differently on "
                           "every machine and seed (issue #12)"),
+        "precision": ("fp32", "the README's demo numbers are fp32; tiny models gain nothing from bf16"),
         "validation_freq": (4, "this package"),
         "num_workers": (2, "the 2-core machine"),
         "log_every": (20, "this package"),

@@ -30,6 +30,7 @@ from egg_zoo_discritune.factory import Preprocess, load_clips, load_other_receiv
 from egg_zoo_discritune.games.baselines import build_baseline
 from egg_zoo_discritune.games.discriminative import DiscriminativeGame
 from egg_zoo_discritune.games.retrievers import Retrievers
+from egg_zoo_discritune.precision import resolve_precision
 from egg_zoo_discritune.run_dir import LOG_FILE, JsonlLogger, choose_run_dir, latest_checkpoint, write_run_config
 from egg_zoo_discritune.toyworld import build as toyworld
 
@@ -75,10 +76,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     device = start(cfg.egg.no_cuda)
     engine = load_engine(cfg.run.engine)
     use_cuda = device.type == "cuda"
-    fp16 = cfg.egg.fp16 or cfg.egg.precision == "fp16"
-    if fp16 and not use_cuda:
-        log.warning("fp16 needs a CUDA device; training on %s in float32", device)
-        fp16 = False
+    precision = resolve_precision("fp16" if cfg.egg.fp16 else cfg.egg.precision, device)
+    cfg = dataclasses.replace(cfg, egg=dataclasses.replace(cfg.egg, precision=precision, fp16=precision == "fp16"))
+    fp16 = cfg.egg.fp16
     join = lambda: engine.init(use_cuda=use_cuda, validation_freq=cfg.egg.validation_freq,  # noqa: E731
                                update_freq=cfg.egg.update_freq, fp16=fp16, random_seed=cfg.egg.random_seed,
                                tensorboard_dir=cfg.egg.tensorboard_dir if cfg.egg.tensorboard else None)
