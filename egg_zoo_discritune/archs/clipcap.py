@@ -96,9 +96,10 @@ class ClipCapSender(LanguageModelCaptioner):
         """Per-token log-probabilities and entropies ``[B, T]`` of ``tokens``, zero past each length."""
         prefix = self.prefix(features)
         embeds = torch.cat([prefix, self.gpt.transformer.wte(tokens)], dim=1)
-        steps = tokens.size(1)
-        # Logits at the last prefix position and every caption position but the last predict the tokens.
-        logits = self.gpt(inputs_embeds=embeds, logits_to_keep=steps + 1).logits[:, :-1]
+        # Logits at the last prefix position and every caption position but the last predict the tokens;
+        # only those go through the LM head, into one contiguous [B, T, V] tensor.
+        predicting = torch.arange(tokens.size(1), device=tokens.device) + prefix.size(1) - 1
+        logits = self.gpt(inputs_embeds=embeds, logits_to_keep=predicting).logits
         return token_log_probs(logits, tokens, lengths, temperature, entropy_grad)
 
     def authors_log_prob(self, token_logp: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,

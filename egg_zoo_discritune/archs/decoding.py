@@ -26,17 +26,63 @@ def caption_lengths(tokens: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
     return first
 
 
+# Rows of [N, V] logits handled at once by the fused path: ~256 MB of fp32 temporaries at most.
+_CHUNK_ELEMENTS = 2**26
+
+
+def _row_chunks(n_rows: int, vocab: int) -> list[slice]:
+    step = max(1, _CHUNK_ELEMENTS // vocab)
+    return [slice(i, i + step) for i in range(0, n_rows, step)]
+
+
+class _TokenLogProb(torch.autograd.Function):
+    """``log_softmax(logits).gather(tokens)`` and the entropy without a [N, V] log-softmax: the forward
+    keeps only the logits (which the LM head made anyway) and the log-normaliser [N], and gets the
+    entropy (no gradient) from the same pass; the backward writes ``g * (onehot - softmax)`` in one
+    pass. Chunk by chunk, in fp32."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        lse, entropy = torch.empty(2, logits.size(0), device=logits.device)
+        with torch.autocast(logits.device.type, enabled=False):  # fp32 here even inside a bf16 step
+            for c in _row_chunks(*logits.shape):
+                chunk = logits[c].float()
+                top = chunk.max(-1, keepdim=True).values
+                unnormalised = (chunk - top).exp_()  # softmax * total
+                total = unnormalised.sum(-1)
+                lse[c] = top.squeeze(-1) + total.log()
+                # H = lse - E_p[logit]
+                entropy[c] = lse[c] - torch.bmm(unnormalised.unsqueeze(1), chunk.unsqueeze(2)).view(-1) / total
+        ctx.save_for_backward(logits, tokens, lse)
+        ctx.mark_non_differentiable(entropy)
+        return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).float() - lse, entropy
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _entropy_grad: torch.Tensor):
+        logits, tokens, lse = ctx.saved_tensors
+        grad_logits = torch.empty_like(logits)
+        for c in _row_chunks(*logits.shape):
+            grad_logits[c] = (logits[c].float() - lse[c, None]).exp_().mul_(-grad[c, None])
+        grad_logits.scatter_add_(-1, tokens.unsqueeze(-1), grad.unsqueeze(-1).to(logits.dtype))
+        return grad_logits, None
+
+
 def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, temperature: float = 1.0,
                     entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities and entropies ``[B, T]`` of ``tokens`` under ``logits`` ``[B, T, V]`` (the logits
-    that predict each token), in fp32 and zero past each length. Without ``entropy_grad`` the entropy is
-    computed outside the autograd graph, which then holds no extra ``[B, T, V]`` tensor for it."""
-    logp = (logits.float() / temperature).log_softmax(-1)
-    token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
-    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
-        entropy = -(logp.exp() * logp).sum(-1)
+    that predict each token), in fp32 and zero past each length. Without ``entropy_grad`` (the usual
+    case) no [B, T, V] tensor beyond the logits is kept for the backward pass, and the entropy is
+    computed outside the autograd graph; with it, the entropy's gradient needs the full log-softmax."""
+    if temperature != 1.0:
+        logits = logits / temperature
     mask = torch.arange(tokens.size(1), device=tokens.device) < lengths.unsqueeze(1)
-    return token_logp * mask, entropy * mask
+    if entropy_grad and torch.is_grad_enabled():
+        logp = logits.float().log_softmax(-1)
+        token_logp = logp.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        return token_logp * mask, entropy * mask
+    token_logp, entropy = _TokenLogProb.apply(logits.reshape(-1, logits.size(-1)), tokens.reshape(-1))
+    return token_logp.view(tokens.shape) * mask, entropy.view(tokens.shape) * mask
 
 
 def eos_normalised_log_prob(token_logp: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor, eos_id: int,
