@@ -9,7 +9,7 @@ EGG_SOURCE ?= $(firstword $(wildcard ../shared/wheels/egg-*.whl))
 # torchvision, which breaks beside torch 2.13, so EGG goes in with --no-deps.
 EGG_RUNTIME := scipy editdistance rich wandb tensorboard
 
-.PHONY: install test demo clean
+.PHONY: install test demo clean peer
 
 install: $(VENV)/.installed
 
@@ -31,3 +31,13 @@ clean:
 # The offline demo: builds the toy world once (~4 min), finetunes, prints the paper-layout tables.
 demo: install
 	$(PY) -m egg.zoo.discritune.demo
+
+# The environment the authors' code runs in for bench/speed.py --ref (bench/peer/README.md).
+PEER_VENV ?= .peer-venv
+peer: $(PEER_VENV)/.installed
+
+$(PEER_VENV)/.installed: bench/peer/requirements.txt
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/pip install -q -r bench/peer/requirements.txt
+	$(PEER_VENV)/bin/pip install -q --no-deps clip-anytorch==2.6.0 openai-whisper==20250625
+	touch $@
