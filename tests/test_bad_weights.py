@@ -86,13 +86,20 @@ def test_checkpoint_of_another_model_or_not_a_checkpoint(tiny, tmp_path, finishe
 
 def test_ctrl_c_is_one_line(tiny, tmp_path):
     run_dir = tmp_path / "run"
-    process = subprocess.Popen([sys.executable, "-m", "egg_zoo_discritune.train",
+    process = subprocess.Popen([sys.executable, "-X", "faulthandler", "-m", "egg_zoo_discritune.train",
                                 *_argv(tiny, run_dir, "--n_epochs", "1000", "--validation_freq", "0")],
-                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               # as from a terminal: a shell's background job (`pytest &`) ignores SIGINT, and
+                               # its children inherit that
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (run_dir / "log.jsonl").is_file() and time.monotonic() < deadline:  # training has begun
         time.sleep(0.1)
     process.send_signal(signal.SIGINT)
-    stderr = process.communicate(timeout=60)[1]
+    try:
+        stderr = process.communicate(timeout=60)[1]
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints where every thread is
+        pytest.fail(f"still running 60 s after SIGINT:\n{process.communicate()[1][-8000:]}")
     assert process.returncode == 130 and stderr.splitlines()[-1] == "interrupted", stderr
     assert "Traceback" not in stderr
