@@ -1,8 +1,8 @@
 """Which autocast precision a run uses. ``auto`` picks bf16 only where the hardware computes it natively
 and it pays: on CUDA, compute capability >= 8.0; on a CPU, the AVX512_BF16 or AMX instructions *and* a
 bf16 matrix product measured at startup faster than the fp32 one. The flags alone are not enough: on the
-2-core Xeon of bench/README.md (AVX512_BF16, no AMX) bf16 products run at 0.6-0.8x the fp32 speed and a
-bf16 ClipCap update is 1.3x slower, while without the flags bf16 is emulated (> 18x slower)."""
+2-core Xeon of bench/README.md (AVX512_BF16, no AMX) bf16 products run at 0.55-0.8x the fp32 speed and a
+bf16 ClipCap update is 1.3-1.4x slower, while without the flags bf16 is emulated (> 18x slower)."""
 
 from __future__ import annotations
 

@@ -78,15 +78,14 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     use_cuda = device.type == "cuda"
     precision = resolve_precision("fp16" if cfg.egg.fp16 else cfg.egg.precision, device)
     cfg = dataclasses.replace(cfg, egg=dataclasses.replace(cfg.egg, precision=precision, fp16=precision == "fp16"))
-    fp16 = cfg.egg.fp16
     join = lambda: engine.init(use_cuda=use_cuda, validation_freq=cfg.egg.validation_freq,  # noqa: E731
-                               update_freq=cfg.egg.update_freq, fp16=fp16, random_seed=cfg.egg.random_seed,
+                               update_freq=cfg.egg.update_freq, fp16=cfg.egg.fp16, random_seed=cfg.egg.random_seed,
                                tensorboard_dir=cfg.egg.tensorboard_dir if cfg.egg.tensorboard else None)
     with process_group(use_cuda, join) as context:
-        return _train(cfg, engine, local_device(device, context), context, fp16)
+        return _train(cfg, engine, local_device(device, context), context)
 
 
-def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: DistributedContext, fp16: bool) -> Path:
+def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: DistributedContext) -> Path:
     if not context.is_leader:
         logging.getLogger().setLevel(logging.WARNING)
     resume = cfg.run.resume or (cfg.egg.preemptable and _has_checkpoint(cfg.egg.checkpoint_dir))
@@ -110,7 +109,7 @@ def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: Dist
     trainer = engine.make_trainer(game, optimizer, data.train_data, data.val_data,
                                   _callbacks(cfg, engine, run_dir, game, data, context, config_dict), device=device,
                                   validation_freq=cfg.egg.validation_freq, update_freq=cfg.egg.update_freq,
-                                  fp16=fp16, grad_norm=cfg.egg.grad_norm)
+                                  fp16=cfg.egg.fp16, grad_norm=cfg.egg.grad_norm)
     checkpoint = latest_checkpoint(run_dir) if resume else cfg.egg.load_from_checkpoint
     if checkpoint:
         restore(trainer, load_checkpoint(Path(checkpoint)), checkpoint)
