@@ -1,8 +1,9 @@
 """The offline demo: ``python -m egg.zoo.discritune.demo`` (``make demo``).
 
 Builds the toy world on first use, finetunes its alt-text captioner with DiscriTune (``train`` with
-``--preset demo`` and the world's paths), then evaluates it against its vanilla version in and out of
-domain in the paper's table layout. Any training flag can be added and overrides the preset's.
+``--preset demo`` and the world's paths) once per seed, then evaluates the finetuned captioners against
+their vanilla version in and out of domain in the paper's table layout, each number as the median and
+range over the seeds. Any training flag can be added and overrides the preset's.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
@@ -17,8 +19,8 @@ from typing import Optional, Sequence
 from egg_zoo_discritune.archs.clipcap import EXPORT_FILE
 from egg_zoo_discritune.cli import run as run_cli
 from egg_zoo_discritune.engine.distributed import launched_by_torchrun
-from egg_zoo_discritune.evaluate import main as evaluate
-from egg_zoo_discritune.run_dir import CONFIG_FILE
+from egg_zoo_discritune.evaluate import HUMAN, main as evaluate
+from egg_zoo_discritune.run_dir import CONFIG_FILE, choose_run_dir
 from egg_zoo_discritune.toyworld.build import DEFAULT_DIR, BuildOptions, build, is_built, train_flags
 from egg_zoo_discritune.train import main as train
 
@@ -26,12 +28,18 @@ log = logging.getLogger("discritune")
 VANILLA = "ClipCap-alttext (vanilla)"
 FINETUNED = "ClipCap-alttext + DiscriTune"
 DESCRIPTIVE = "ClipCap-descriptive (vanilla)"
-# The README's demo numbers: (lowest, highest) over seeds 111, 222 and 333 of `make demo` on a fresh clone.
+# One run per seed, and the median over them: one run's result moves by several points with the rounding of
+# another machine or thread count (issue #12); the median of three moves far less.
+SEEDS = (111, 222, 333)
+# The README's demo numbers: (lowest, highest) over the 3 seeds' medians measured with 1 and 2 threads (README).
 README_RANGES = {
     (FINETUNED, "toyworld", "p_at_1"): (0.207, 0.240),
     (FINETUNED, "toyworld-ood", "p_at_1"): (0.179, 0.236),
     (FINETUNED, "toyworld", "cider"): (0.190, 0.426),
 }
+COLUMNS = (("toyworld", "p_at_1", "in-domain P@1"), ("toyworld-ood", "p_at_1", "out-of-domain P@1"),
+           ("toyworld", "meteor", "in-domain METEOR"), ("toyworld", "cider", "in-domain CIDEr"),
+           ("toyworld-ood", "meteor", "out-of-domain METEOR"), ("toyworld-ood", "cider", "out-of-domain CIDEr"))
 
 
 def toy_world(toy_dir: str) -> Path:
@@ -48,38 +56,84 @@ def train_argv(toy: Path, argv: Sequence[str] = ()) -> list[str]:
     return ["--preset", "demo", *train_flags(toy), *argv]
 
 
-def _examples(eval_dir: Path, test_set: str, n: int = 4) -> list[str]:
+def seed_label(seed: int) -> str:
+    return f"{FINETUNED} (seed {seed})"
+
+
+def _examples(eval_dir: Path, finetuned: str, test_set: str, n: int = 4) -> list[str]:
     def captions(label: str) -> list[dict]:
         path = eval_dir / "captions" / f"{label}__{test_set}.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()[:n]]
 
     lines = []
-    for before, after in zip(captions(VANILLA), captions(FINETUNED)):
+    for before, after in zip(captions(VANILLA), captions(finetuned)):
         lines += [f"- {Path(before['path']).name}: {before['references'][0]}",
                   f"  - before: {before['caption']}", f"  - after:  {after['caption']}"]
     return lines
 
 
-def report(toy: Path, run_dir: Path) -> str:
+def median_rows(results: list[dict], seeds: Sequence[int]) -> list[dict]:
+    """Per test set, the finetuned captioners' median over ``seeds`` of every number, under ``FINETUNED``,
+    with ``<metric>_range`` (lowest, highest) beside it."""
+    rows = []
+    for test_set in dict.fromkeys(r["test_set"] for r in results):
+        runs = [r for r in results if r["test_set"] == test_set and r["model"] in {seed_label(s) for s in seeds}]
+        metrics = [k for k, v in runs[0].items() if isinstance(v, float) and all(isinstance(r.get(k), float) for r in runs)]
+        row = {"model": FINETUNED, "test_set": test_set, "seeds": list(seeds)}
+        for metric in metrics:
+            values = [r[metric] for r in runs]
+            row[metric], row[f"{metric}_range"] = statistics.median(values), (min(values), max(values))
+        rows.append(row)
+    return rows
+
+
+def summary_table(results: list[dict], medians: list[dict]) -> str:
+    """The README's demo table: vanilla, finetuned median (range) over the seeds, descriptive, human."""
+    cell = {(r["model"], r["test_set"]): r for r in [*results, *medians]}
+    lines = ["| model | " + " | ".join(title for *_, title in COLUMNS) + " |", "|---" * (len(COLUMNS) + 1) + "|"]
+    for model in (VANILLA, FINETUNED, DESCRIPTIVE, HUMAN):
+        values = []
+        for test_set, metric, _ in COLUMNS:
+            row = cell.get((model, test_set), {})
+            value = row.get(metric)
+            text = f"{100 * value:.1f}" if isinstance(value, float) else ""
+            if f"{metric}_range" in row:
+                low, high = row[f"{metric}_range"]
+                text += f" ({100 * low:.1f}-{100 * high:.1f})"
+            values.append(text)
+        lines.append(f"| {model} | " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def report(toy: Path, demo_dir: Path, runs: dict[int, Path]) -> str:
     """P@1 and caption quality of the vanilla and finetuned alt-text captioners (and, for reference, the
-    descriptive one) on the in-domain and out-of-domain test sets; written to ``<run>/eval``."""
-    cfg = json.loads((run_dir / CONFIG_FILE).read_text())
-    eval_dir = run_dir / "eval"
+    descriptive one) on the in-domain and out-of-domain test sets; written to ``<demo_dir>/eval`` and
+    summarised, median and range over the seeds, in ``<demo_dir>/demo.md``."""
+    cfg = json.loads((next(iter(runs.values())) / CONFIG_FILE).read_text())
+    eval_dir = demo_dir / "eval"
+    seeds = list(runs)
     evaluate([
-        "--checkpoints", str(toy / "clipcap_alttext.pt"), str(run_dir / EXPORT_FILE), str(toy / "clipcap_descriptive.pt"),
-        "--labels", VANILLA, FINETUNED, DESCRIPTIVE, "--test_sets", "toyworld", "toyworld-ood",
+        "--checkpoints", str(toy / "clipcap_alttext.pt"), *(str(run / EXPORT_FILE) for run in runs.values()),
+        str(toy / "clipcap_descriptive.pt"),
+        "--labels", VANILLA, *(seed_label(seed) for seed in seeds), DESCRIPTIVE, "--test_sets", "toyworld", "toyworld-ood",
         "--root", f"toyworld={toy}", "--gpt2", cfg["sender"]["gpt2"], "--receiver", cfg["receiver"]["receiver"],
         "--similarity", cfg["receiver"]["similarity"], "--stop_rule", cfg["sender"]["stop_rule"],
         "--max_len", str(cfg["game"]["max_len"]), "--num_workers", str(cfg["data"]["num_workers"]),
         "--output_dir", str(eval_dir),
     ])
-    examples = ["", "Example captions of in-domain test images (reference: the descriptive human caption):",
-                *_examples(eval_dir, "toyworld")]
-    print("\n".join(examples))
-    print("\n".join(["", "Against the README's range (seeds 111, 222, 333):",
-                      *against_readme(json.loads((eval_dir / "results.json").read_text())["results"])]))
-    table = (eval_dir / "results.md").read_text() + "\n".join(examples) + "\n"
-    (run_dir / "demo.md").write_text(table)
+    results = json.loads((eval_dir / "results.json").read_text())["results"]
+    medians = median_rows(results, seeds)
+    (eval_dir / "medians.json").write_text(json.dumps(medians, indent=2) + "\n")
+    seeds_text = ", ".join(map(str, seeds))
+    table = "\n".join([
+        f"Median (range) over seeds {seeds_text} of the finetuned captioner; P@1 (%) among blocks of 100 test "
+        "images, METEOR and CIDEr (%) against the descriptive references:", "", summary_table(results, medians),
+        f"Example captions of in-domain test images, seed {seeds[0]} (first line: the descriptive reference):",
+        *_examples(eval_dir, seed_label(seeds[0]), "toyworld"), "",
+        f"Against the README's range (medians over seeds {', '.join(map(str, SEEDS))}, 1 and 2 threads):",
+        *against_readme(medians), ""])
+    print(table)
+    (demo_dir / "demo.md").write_text(table)
     return table
 
 
@@ -100,19 +154,30 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
                                             "--preset demo --help).")
     parser.add_argument("--toy_dir", default=DEFAULT_DIR,
                         help="where the toy world is built on first use (default: %(default)s)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS),
+                        help="one training run per seed; the tables give the median and range over them, and the "
+                             "README's numbers are for the default (default: %(default)s)")
+    parser.add_argument("--checkpoint_dir", default=None,
+                        help="the demo's folder: seed-<S>/ holds each training run, eval/ the evaluation, demo.md "
+                             "the summary (default: runs/demo-<date>-<time>)")
     parser.add_argument("--report", action=argparse.BooleanOptionalAction, default=True,
                         help="evaluate the vanilla and finetuned captioners after training (default: %(default)s)")
     opts, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if launched_by_torchrun():
         raise ValueError("the demo runs in one process; under torchrun use python -m egg.zoo.discritune.train")
+    if any(flag.split("=")[0] == "--random_seed" for flag in rest):
+        raise ValueError("the demo trains once per --seeds (default: 111 222 333); give --seeds instead of --random_seed")
+    demo_dir = choose_run_dir(opts.checkpoint_dir, "demo", resume="--resume" in rest)
     toy = toy_world(opts.toy_dir)
-    run_dir = train(train_argv(toy, rest))
+    runs = {seed: train(train_argv(toy, [*rest, "--random_seed", str(seed), "--checkpoint_dir",
+                                         str(demo_dir / f"seed-{seed}")])) for seed in opts.seeds}
     if opts.report:
-        report(toy, run_dir)
-        changed = [flag for flag in rest if flag.startswith("--") and flag not in ("--checkpoint_dir", "--random_seed")]
-        if changed:
-            print(f"(the README's range is for the preset as it is; {' '.join(changed)} changed it)")
-    return run_dir
+        report(toy, demo_dir, runs)
+        changed = [flag for flag in rest if flag.startswith("--")]
+        if changed or sorted(opts.seeds) != sorted(SEEDS):
+            print(f"(the README's range is for the preset as it is, over seeds {', '.join(map(str, SEEDS))}; "
+                  f"{' '.join(changed) or '--seeds'} changed it)")
+    return demo_dir
 
 
 def cli() -> None:

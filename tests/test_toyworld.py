@@ -55,12 +55,12 @@ def test_discritune_raises_p_at_1_above_the_vanilla_captioner(small_world, tmp_p
     # without the preset's KL penalty, which trades P@1 for fluency.
     run_dir = demo(["--toy_dir", str(small_world), "--checkpoint_dir", str(tmp_path / "run"),
                      "--n_epochs", "6", "--lr", "6e-4", "--samples_per_image", "4", "--baseline", "loo",
-                     "--validation_freq", "0", "--random_seed", "0", "--kl_coeff", "0"])
+                     "--validation_freq", "0", "--seeds", "0", "--kl_coeff", "0"])
     results = json.loads((run_dir / "eval" / "results.json").read_text())["results"]
     p_at_1 = {(r["model"], r["test_set"]): r["p_at_1"] for r in results}
     for test_set in ("toyworld", "toyworld-ood"):
         vanilla = p_at_1["ClipCap-alttext (vanilla)", test_set]
-        finetuned = p_at_1["ClipCap-alttext + DiscriTune", test_set]
+        finetuned = p_at_1["ClipCap-alttext + DiscriTune (seed 0)", test_set]
         assert finetuned >= vanilla + 0.10, (test_set, vanilla, finetuned)
     assert "before:" in (run_dir / "demo.md").read_text()
 
@@ -109,11 +109,11 @@ def test_the_world_and_the_demo_are_deterministic(tmp_path):
     for name in files:
         assert (worlds[0] / name).read_bytes() == (worlds[1] / name).read_bytes(), name
     runs = [demo(["--toy_dir", str(world), "--checkpoint_dir", str(tmp_path / f"run-{world.name}"), "--n_epochs", "1",
-                  "--batch_size", "50", "--validation_freq", "0"]) for world in worlds]
+                  "--batch_size", "50", "--validation_freq", "0", "--seeds", "5"]) for world in worlds]
     results = [json.loads((run / "eval" / "results.json").read_text())["results"] for run in runs]
     for a, b in zip(*results):  # everything but the two worlds' paths
         assert {k: (v, b[k]) for k, v in a.items() if v != b[k] and str(tmp_path) not in str(v)} == {}
-    exports = [torch.load(run / "clipcap_finetuned.pt", weights_only=True) for run in runs]
+    exports = [torch.load(run / "seed-5" / "clipcap_finetuned.pt", weights_only=True) for run in runs]
     assert all(torch.equal(v, exports[1][k]) for k, v in exports[0].items())
 
 
@@ -126,3 +126,25 @@ def test_the_demo_says_whether_its_numbers_fall_in_the_readme_range():
     assert all("(within" in line for line in against_readme(list(rows.values())))
     rows[FINETUNED, "toyworld"]["p_at_1"] = 0.05
     assert sum("(OUTSIDE" in line for line in against_readme(list(rows.values()))) == 1
+
+
+def test_the_demo_reports_the_median_and_range_over_its_seeds():
+    from egg_zoo_discritune.demo import FINETUNED, VANILLA, median_rows, seed_label, summary_table
+
+    results = [{"model": VANILLA, "test_set": "toyworld", "p_at_1": 0.016, "n_images": 1000}]
+    for seed, p_at_1, cider in ((1, 0.30, 0.10), (2, 0.10, 0.50), (3, 0.20, 0.40), (4, 0.90, 0.90)):
+        results.append({"model": seed_label(seed), "test_set": "toyworld", "p_at_1": p_at_1, "cider": cider,
+                        "n_images": 1000})
+    [median] = median_rows(results, [1, 2, 3])  # seed 4 is not one of them
+    assert median["model"] == FINETUNED and median["seeds"] == [1, 2, 3]
+    assert (median["p_at_1"], median["p_at_1_range"]) == (0.20, (0.10, 0.30))
+    assert (median["cider"], median["cider_range"]) == (0.40, (0.10, 0.50))
+    assert "n_images" not in median
+    table = summary_table(results, [median])
+    assert f"| {FINETUNED} | 20.0 (10.0-30.0) |  |  | 40.0 (10.0-50.0) |  |  |" in table.splitlines()
+    assert f"| {VANILLA} | 1.6 |" in table
+
+
+def test_the_demo_takes_seeds_not_a_random_seed(tmp_path):
+    with pytest.raises(ValueError, match="give --seeds instead of --random_seed"):
+        demo(["--toy_dir", str(tmp_path / "unbuilt"), "--random_seed", "3"])
