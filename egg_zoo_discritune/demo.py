@@ -78,7 +78,8 @@ def median_rows(results: list[dict], seeds: Sequence[int]) -> list[dict]:
     rows = []
     for test_set in dict.fromkeys(r["test_set"] for r in results):
         runs = [r for r in results if r["test_set"] == test_set and r["model"] in {seed_label(s) for s in seeds}]
-        metrics = [k for k, v in runs[0].items() if isinstance(v, float) and all(isinstance(r.get(k), float) for r in runs)]
+        metrics = [k for k, v in runs[0].items()
+                   if isinstance(v, float) and all(isinstance(r.get(k), float) for r in runs)]
         row = {"model": FINETUNED, "test_set": test_set, "seeds": list(seeds)}
         for metric in metrics:
             values = [r[metric] for r in runs]
@@ -115,7 +116,8 @@ def report(toy: Path, demo_dir: Path, runs: dict[int, Path]) -> str:
     evaluate([
         "--checkpoints", str(toy / "clipcap_alttext.pt"), *(str(run / EXPORT_FILE) for run in runs.values()),
         str(toy / "clipcap_descriptive.pt"),
-        "--labels", VANILLA, *(seed_label(seed) for seed in seeds), DESCRIPTIVE, "--test_sets", "toyworld", "toyworld-ood",
+        "--labels", VANILLA, *(seed_label(seed) for seed in seeds), DESCRIPTIVE,
+        "--test_sets", "toyworld", "toyworld-ood",
         "--root", f"toyworld={toy}", "--gpt2", cfg["sender"]["gpt2"], "--receiver", cfg["receiver"]["receiver"],
         "--similarity", cfg["receiver"]["similarity"], "--stop_rule", cfg["sender"]["stop_rule"],
         "--max_len", str(cfg["game"]["max_len"]), "--num_workers", str(cfg["data"]["num_workers"]),
@@ -166,7 +168,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
     if launched_by_torchrun():
         raise ValueError("the demo runs in one process; under torchrun use python -m egg.zoo.discritune.train")
     if any(flag.split("=")[0] == "--random_seed" for flag in rest):
-        raise ValueError("the demo trains once per --seeds (default: 111 222 333); give --seeds instead of --random_seed")
+        raise ValueError("the demo trains once per --seeds (default: 111 222 333); "
+                         "give --seeds instead of --random_seed")
     demo_dir = choose_run_dir(opts.checkpoint_dir, "demo", resume="--resume" in rest)
     toy = toy_world(opts.toy_dir)
     runs = {seed: train(train_argv(toy, [*rest, "--random_seed", str(seed), "--checkpoint_dir",
