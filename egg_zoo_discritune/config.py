@@ -46,6 +46,9 @@ class EggOptions:
                                  "native and faster: CUDA compute capability >= 8.0, or a CPU with AVX512_BF16 or "
                                  "AMX whose bf16 matrix product a startup probe finds faster; else fp32), fp32, "
                                  "bf16, fp16 (CUDA, with loss scaling)", PRECISIONS)
+    compile: bool = opt(False, "torch.compile the teacher-forced pass (the captioner's forward and backward over "
+                               "its captions): minutes of compiling at the start, faster updates after "
+                               "(bench/README.md); runs eagerly, with a warning, where compiling is unavailable")
     tensorboard: bool = opt(False, "EGG's TensorboardLogger: loss and aux means per epoch to --tensorboard_dir "
                                    "(needs EGG and the tensorboard package)")
     tensorboard_dir: str = opt("runs/", "where --tensorboard writes its event files")

@@ -30,6 +30,7 @@ from egg_zoo_discritune.factory import Preprocess, load_clips, load_other_receiv
 from egg_zoo_discritune.games.baselines import build_baseline
 from egg_zoo_discritune.games.discriminative import DiscriminativeGame
 from egg_zoo_discritune.games.retrievers import Retrievers
+from egg_zoo_discritune.compiled import compile_or_eager
 from egg_zoo_discritune.precision import resolve_precision
 from egg_zoo_discritune.run_dir import LOG_FILE, JsonlLogger, choose_run_dir, latest_checkpoint, write_run_config
 from egg_zoo_discritune.toyworld import build as toyworld
@@ -99,6 +100,8 @@ def _train(cfg: TrainConfig, engine: Engine, device: torch.device, context: Dist
 
     # Everything that can fail on bad input happens before the run directory is written.
     game, preprocess = build_game(cfg, engine)
+    if cfg.egg.compile:
+        game.sender.log_probs = compile_or_eager(game.sender.log_probs, device, "the teacher-forced pass")
     cache = FeatureCache(Path(cfg.data.feature_cache), fingerprint(game.receiver.first)) \
         if cfg.data.feature_cache else None
     sender_pixels = pixels_of(game.sender.image_processor) if game.sender.reads_pixels else None
