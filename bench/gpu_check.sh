@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The prepared check for a lent CUDA machine (under 8 minutes on one H100/H200): at batch 100 with every
 # caption forced to 30 tokens,
-#   1. the authors' update in fp32, as they ran it, then this package's on cached features in fp32 and with
-#      --precision auto (bf16 on compute capability >= 8.0): s/update, tokens/s, peak GPU memory (bench/speed.py);
+#   1. the authors' update in fp32, as they ran it, then this package's on cached features in fp32, in fp32 with
+#      --compile, and with --precision auto (bf16 on compute capability >= 8.0): s/update, tokens/s, peak GPU
+#      memory, the first update's time (compiling included) (bench/speed.py);
 #   2. 50 updates of `train --preset paper-coco --precision auto` on a random world in the real file formats
 #      (bench/random_world.py), wall time from launch to the exported captioner;
 #   3. the projection of the paper's COCO recipe (20 epochs x 1,132 updates) from the measured s/update.
@@ -37,14 +38,16 @@ else
     echo "(the authors' code is not timed: needs REF and PEER_PYTHON, and full-size models)"
 fi
 "$PY" bench/speed.py "${AUTHORS[@]}" --device "$DEVICE" --batch_sizes "$BATCH" "${TIMING[@]}" $TINY \
-    --updates "this package, cached features, fp32" "this package, cached features, auto" \
+    --updates "this package, cached features, fp32" "this package, cached features, fp32, --compile" \
+    "this package, cached features, auto" \
     --out "$OUT/speed.json" 2>"$OUT/speed.log"
 "$PY" - "$OUT/speed.json" "$BATCH" <<'EOF'
 import json, sys
 result = json.load(open(sys.argv[1]))["batches"][sys.argv[2]]
 for name, r in result.items():
     print(f"{name}: {r['median_s']:.3f} s/update, {r.get('tokens_per_s', 0):.0f} tokens/s, "
-          f"peak GPU {r.get('peak_gpu_gib', 0):.2f} GiB, precision {r.get('precision', 'fp32')}")
+          f"peak GPU {r.get('peak_gpu_gib', 0):.2f} GiB, precision {r.get('precision', 'fp32')}, "
+          f"first update {r.get('first_update_s', 0):.1f} s")
 fastest = min(r["median_s"] for name, r in result.items() if name.startswith("this package"))
 print(f"projection of the paper's COCO recipe (22,640 updates) at {fastest:.3f} s/update: {22640 * fastest / 3600:.2f} h")
 EOF

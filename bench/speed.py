@@ -38,6 +38,7 @@ from egg_zoo_discritune.archs.clip import ClipRetriever
 from egg_zoo_discritune.archs.clipcap import ClipCapSender
 from egg_zoo_discritune.archs.mappers import MLPMapper
 from egg_zoo_discritune.captioning import encode_images, write_captions
+from egg_zoo_discritune.compiled import compile_or_eager
 from egg_zoo_discritune.data_loaders.images import ImageRecord, ImageRecordsDataset
 from egg_zoo_discritune.engine.baselines import MeanBaseline
 from egg_zoo_discritune.engine.interaction import LoggingStrategy
@@ -50,11 +51,12 @@ from egg_zoo_discritune.train import build_optimizer
 
 HARNESS = Path(__file__).parent / "peer" / "bench_reference.py"
 AUTHORS = "authors' code (de1e383), fp32"
-UPDATES = {  # name: (input, --precision)
-    "this package, pixels, fp32": ("pixels", "fp32"),
-    "this package, cached features, fp32": ("cached", "fp32"),
-    "this package, cached features, bf16": ("cached", "bf16"),
-    "this package, cached features, auto": ("cached", "auto"),
+UPDATES = {  # name: (input, --precision, --compile)
+    "this package, pixels, fp32": ("pixels", "fp32", False),
+    "this package, cached features, fp32": ("cached", "fp32", False),
+    "this package, cached features, fp32, --compile": ("cached", "fp32", True),
+    "this package, cached features, bf16": ("cached", "bf16", False),
+    "this package, cached features, auto": ("cached", "auto", False),
 }
 CLIP_DIM, PREFIX_LENGTH = 512, 10
 
@@ -124,9 +126,11 @@ def peak_rss_gib() -> float:
 
 def build_update(name: str, args: argparse.Namespace, directory: Path):
     """The game's update as a function of the batch, its optimizer and the precision used."""
-    source, requested = UPDATES[name]
+    source, requested, compiled = UPDATES[name]
     device = torch.device(args.device)
     sender, retriever = build_models(directory, args.max_len, args.gpt2_tokenizer_dir, args.clip_bpe, args.tiny)
+    if compiled:
+        sender.log_probs = compile_or_eager(sender.log_probs, device, "the teacher-forced pass")
     precision = resolve_precision(requested, device)
     options = GameOptions(train_decoding="greedy", max_len=args.max_len, logprob_reduction="authors")
     game = DiscriminativeGame(sender, Retrievers([retriever]), MeanBaseline(), LoggingStrategy(), options,
@@ -161,13 +165,15 @@ def time_update(name: str, args: argparse.Namespace) -> dict:
         interaction = update()
         if cuda:
             torch.cuda.synchronize()
+        if i == 0:
+            first = time.perf_counter() - start  # with --compile: compiling included
         if i >= args.warmup:
             seconds.append(time.perf_counter() - start)
             peaks.append(peak_rss_gib())
             gpu_peaks.append(torch.cuda.max_memory_allocated() / 2**30 if cuda else 0.0)
         lengths.update(interaction.message_length.tolist())
     median = statistics.median(seconds)
-    return {"median_s": median, "per_update_s": seconds, "peak_rss_update_gib": max(peaks),
+    return {"median_s": median, "per_update_s": seconds, "first_update_s": first, "peak_rss_update_gib": max(peaks),
             "peak_gpu_gib": max(gpu_peaks), "tokens_per_s": args.batch_size * args.max_len / median,
             "precision": precision, "caption_tokens": sorted(lengths), "threads": torch.get_num_threads()}
 
@@ -343,8 +349,8 @@ def main(argv: Optional[list[str]] = None) -> None:
 
     results = {"cpu": lscpu(), "threads": args.threads, "torch": torch.__version__, "platform": platform.platform(),
                "max_len": args.max_len, "warmup": args.warmup, "repeats": args.repeats, "batches": {}}
-    rows = ["| update | batch | median s/update (min-max) | x vs the authors' code | peak RSS (GiB) |",
-            "|---|---|---|---|---|"]
+    rows = ["| update | batch | median s/update (min-max) | x vs the authors' code | peak RSS (GiB) | first update s |",
+            "|---|---|---|---|---|---|"]
     for batch_size in args.batch_sizes:
         timings = {AUTHORS: measure_authors(args, batch_size)} if args.ref else {}
         timings.update({name: measure(args, name, batch_size) for name in args.updates})
@@ -354,8 +360,9 @@ def main(argv: Optional[list[str]] = None) -> None:
             label = f"{name} ({t['precision']})" if name.endswith("auto") else name
             ratio = f"{authors / t['median_s']:.2f}" if authors else "-"
             spread = f"{min(t['per_update_s']):.2f}-{max(t['per_update_s']):.2f}"
+            first = f"{t['first_update_s']:.1f}" if "first_update_s" in t else "-"
             rows.append(f"| {label} | {batch_size} | {t['median_s']:.2f} ({spread}) | {ratio} | "
-                        f"{t['peak_rss_update_gib']:.2f} |")
+                        f"{t['peak_rss_update_gib']:.2f} | {first} |")
         if args.profile:
             results["batches"][str(batch_size)]["profiles"] = profiles = {
                 name: measure(args, name, batch_size, profile=True) for name in args.updates}

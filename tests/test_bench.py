@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
+from egg_zoo_discritune.compiled import missing_backend
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -18,7 +22,10 @@ def test_gpu_check_dry_run(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:] + speed_log
     out = done.stdout
     speed = json.loads((tmp_path / "speed.json").read_text())["batches"]["4"]
-    assert set(speed) == {"this package, cached features, fp32", "this package, cached features, auto"}
+    assert set(speed) == {"this package, cached features, fp32", "this package, cached features, fp32, --compile",
+                          "this package, cached features, auto"}
+    if missing_backend(torch.device("cpu")) is None:
+        assert "runs eagerly" not in (tmp_path / "speed.log").read_text()  # --compile compiled
     for result in speed.values():
         assert result["caption_tokens"] == [30] and result["median_s"] > 0 and result["peak_rss_update_gib"] > 0
     assert "s/update" in out and "projection of the paper's COCO recipe (22,640 updates)" in out
