@@ -1,7 +1,8 @@
 """Evaluation across domains: ``python -m egg_zoo_discritune.evaluate --help``.
 
 For each checkpoint and each test set: captions (beam search by default), P@1 over consecutive blocks
-of 100 images, recall@1/5 over the whole set, and BLEU-4/METEOR/ROUGE-L/CIDEr(/SPICE). Writes
+of 100 images, recall@1/5 over the whole set, and BLEU-4/METEOR/ROUGE-L/CIDEr(/SPICE); with
+``--distractors nearest`` or ``--candidate_sets``, also P@1 among hard distractors. Writes
 ``results.json``, ``results.csv``, ``results.md`` (the paper's table layouts) and the captions per image
 (``captions/<model>__<set>.jsonl``) into ``--output_dir``. Runs under ``torchrun`` too: images and
 captions are sharded over the processes, and the results are the same as in one process.
@@ -33,6 +34,7 @@ from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset
 from egg_zoo_discritune.engine.distributed import DistributedContext, local_device, process_group
 from egg_zoo_discritune.factory import (PRETRAINED, load_clips, load_other_receivers, load_sender_from, pixels_of,
                                         receiver_names)
+from egg_zoo_discritune.metrics.hard_distractors import nearest_sets, precision_at_1_in_sets, read_sets, write_sets
 from egg_zoo_discritune.metrics.nlg import caption_metrics
 from egg_zoo_discritune.metrics.retrieval import precision_at_1, recall_at_k
 from egg_zoo_discritune.report import markdown_tables, write_csv
@@ -53,6 +55,14 @@ class EvalOptions:
                                 "nocaps/, concadia/)")
     root: list[str] = opt([], "where one dataset lives instead, as NAME=PATH (e.g. concadia=/data/concadia)")
     block_size: int = opt(100, "candidates per P@1 block (the paper: 100)")
+    distractors: str = opt("blocks", "P@1's distractors: blocks (the other images of each block, the paper's Table 1) "
+                                     "or nearest (also P@1 among each target and its --k nearest test images by "
+                                     "cosine of the retriever's image features, the paper's App. D; the sets are "
+                                     "written to <output_dir>/candidate_sets/<set>.jsonl)", ("blocks", "nearest"))
+    k: int = opt(9, "--distractors nearest: hard distractors per target (the paper's human study: 9)")
+    candidate_sets: list[str] = opt([], "[NAME=]FILE: also P@1 among your own candidate sets for test set NAME "
+                                        "(JSON lines {\"target\": ID, \"candidates\": [ID, ...]} of image ids, "
+                                        "e.g. adjacent video frames, or the sets --distractors nearest wrote)")
     limit: int = opt(0, "evaluate only the first N images of each set, for a quick look (0: all)")
     human: bool = opt(True, "also score the first human reference per image (the paper's 'Human captions' row)")
     nlg: bool = opt(True, "compute BLEU/METEOR/ROUGE-L/CIDEr/SPICE (needs Java)")
@@ -67,6 +77,8 @@ class EvalOptions:
         if self.block_size < 2:
             raise ValueError(f"--block_size {self.block_size}: a P@1 block needs the target and at least one "
                              "distractor (the paper: 100)")
+        if self.k < 1:
+            raise ValueError(f"--k {self.k}: a candidate set needs the target and at least one distractor")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,19 +108,37 @@ def _model_name(spec: str) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def _score(texts_features, encoded, retriever, opts) -> dict:
+def _score(texts_features, encoded, retriever, opts, sets: Optional[torch.Tensor] = None) -> dict:
     scores = precision_at_1(texts_features, encoded.features, retriever.score, opts.block_size)
+    if sets is not None:
+        scores.update(precision_at_1_in_sets(texts_features, encoded.features, retriever.score, sets))
     return {**scores, **recall_at_k(texts_features, encoded.features, retriever.score)}
 
 
-def _feature_caches(specs: list[str]) -> dict[str, Path]:
-    caches = {}
+def _named_paths(flag: str, specs: list[str], test_sets: list[str]) -> dict[str, Path]:
+    """``NAME=PATH`` values of ``flag``; a bare PATH names the only test set."""
+    paths = {}
     for spec in specs:
-        name, sep, directory = spec.partition("=")
-        if not sep or not directory:
-            raise ValueError(f"--feature_cache {spec!r}: expected NAME=DIR, e.g. coco=features/coco")
-        caches[name] = Path(directory)
-    return caches
+        name, sep, path = spec.partition("=")
+        if not sep and len(test_sets) == 1 and flag == "--candidate_sets":
+            name, path = test_sets[0], spec
+        elif not name or not path:
+            raise ValueError(f"{flag} {spec!r}: expected NAME=PATH, NAME a test set (e.g. coco)")
+        paths[name] = Path(path)
+    return paths
+
+
+def _hard_sets(opts: EvalOptions, spec: str, name: str, given: dict[str, Path], image_ids: list,
+               features: torch.Tensor, out_dir: Path) -> tuple[Optional[torch.Tensor], Optional[str]]:
+    """The candidate sets of test set ``spec`` and how they were made, or (None, None) without any."""
+    path = given.get(spec) or given.get(name)
+    if path is not None:
+        return read_sets(path, image_ids), f"the sets of {path.name}"
+    if opts.distractors != "nearest":
+        return None, None
+    sets = nearest_sets(features, opts.k)
+    write_sets(out_dir / "candidate_sets" / f"{spec.replace(':', '_')}.jsonl", sets, image_ids)
+    return sets, f"{opts.k} nearest"
 
 
 def _cached_images(directory: Path, eval_set, records, spec: str, retriever, sender_encoder, verify: int):
@@ -143,7 +173,8 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
     if not context.is_leader:
         logging.getLogger().setLevel(logging.WARNING)
     roots = dict(r.split("=", 1) for r in opts.root)
-    caches = _feature_caches(opts.feature_cache)
+    caches = _named_paths("--feature_cache", opts.feature_cache, opts.test_sets)
+    given_sets = _named_paths("--candidate_sets", opts.candidate_sets, opts.test_sets)
     out_dir = Path(opts.output_dir)
     if context.is_leader:
         (out_dir / "captions").mkdir(parents=True, exist_ok=True)
@@ -175,6 +206,11 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
         encoded_by_other[spec] = {
             name: encode_images(dataset, other, None, decode.batch_size, device, decode.num_workers, spec,
                                 context).gather() for name, other in others.items()}
+    hard = {spec: (None, None) for spec in datasets}
+    if context.is_leader:
+        for spec, (eval_set, _, dataset) in datasets.items():
+            ids = [dataset.records[i].image_id for i in encoded[spec].indices.tolist()]
+            hard[spec] = _hard_sets(opts, spec, eval_set.name, given_sets, ids, encoded[spec].features, out_dir)
     common = {"decoding": decode.decoding, "beam_size": decode.beam_size if decode.decoding == "beam" else 1,
               "max_len": decode.max_len, "block_size": opts.block_size, "retriever": receiver_opts.receiver,
               "similarity": receiver_opts.similarity, "stop_rule": sender_opts.stop_rule, "versions": versions()}
@@ -182,8 +218,10 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
     def row(model: str, spec: str, metrics: dict, extra: dict) -> dict:
         eval_set, split, dataset = datasets[spec]
         title = eval_set.title if split == eval_set.split else f"{eval_set.title} ({split})"
+        kind = {"hard_distractors": hard[spec][1]} if hard[spec][1] else {}
         return {"model": model, "test_set": spec, "title": title, "split": split,
-                "n_images": len(encoded[spec].indices), "n_skipped": dataset.n_skipped, **metrics, **extra, **common}
+                "n_images": len(encoded[spec].indices), "n_skipped": dataset.n_skipped, **metrics, **kind, **extra,
+                **common}
 
     if opts.labels and len(opts.labels) != len(opts.checkpoints):
         raise ValueError(f"{len(opts.labels)} --labels for {len(opts.checkpoints)} --checkpoints")
@@ -204,7 +242,7 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
                                           decode.max_len, decode.batch_size, f"{name} {spec}", context)
             if not context.is_leader:
                 continue
-            metrics = _score(encode_texts(retriever, captions), images, retriever, opts)
+            metrics = _score(encode_texts(retriever, captions), images, retriever, opts, hard[spec][0])
             for other_name, other in others.items():
                 scores = _score(encode_texts(other, captions), encoded_by_other[spec][other_name], other, opts)
                 metrics[f"p_at_1 [{other_name}]"] = scores["p_at_1"]
@@ -222,8 +260,8 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
     if opts.human:
         for spec, (_, _, dataset) in datasets.items():
             firsts = [(dataset.records[i].captions or [""])[0] for i in encoded[spec].indices.tolist()]
-            results.append(row(HUMAN, spec, _score(encode_texts(retriever, firsts), encoded[spec], retriever, opts),
-                               {"checkpoint": None}))
+            scores = _score(encode_texts(retriever, firsts), encoded[spec], retriever, opts, hard[spec][0])
+            results.append(row(HUMAN, spec, scores, {"checkpoint": None}))
 
     options = {**asdict(opts), **asdict(decode)}
     (out_dir / "results.json").write_text(json.dumps({"options": options, "results": results}, indent=2) + "\n")

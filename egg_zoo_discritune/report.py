@@ -19,15 +19,25 @@ def _grid(results: list[dict]) -> tuple[list[str], list[str], dict]:
     return models, sets, {(r["model"], r["test_set"]): r for r in results}
 
 
+def _p_at_1_table(title: str, key: str, models: list[str], sets: list[str], titles: dict, cell: dict) -> list[str]:
+    lines = [title, "", "| model | " + " | ".join(titles[s] for s in sets) + " |", "|---" * (len(sets) + 1) + "|"]
+    for model in models:
+        values = (_pct(cell[model, s].get(key)) if (model, s) in cell else "" for s in sets)
+        lines.append(f"| {model} | " + " | ".join(values) + " |")
+    return lines
+
+
 def markdown_tables(results: list[dict]) -> str:
     models, sets, cell = _grid(results)
     titles = {r["test_set"]: r["title"] for r in results}
     block = results[0]["block_size"]
-    lines = [f"P@1 (%) among blocks of {block} consecutive test images (the paper's Table 1 layout)", "",
-             "| model | " + " | ".join(titles[s] for s in sets) + " |", "|---" * (len(sets) + 1) + "|"]
-    for model in models:
-        lines.append(f"| {model} | " + " | ".join(_pct(cell[model, s]["p_at_1"]) if (model, s) in cell else ""
-                                                    for s in sets) + " |")
+    lines = _p_at_1_table(f"P@1 (%) among blocks of {block} consecutive test images (the paper's Table 1 layout)",
+                          "p_at_1", models, sets, titles, cell)
+    hard = {s: r["hard_distractors"] for r in results if "p_at_1_hard" in r for s in [r["test_set"]]}
+    if hard:
+        kinds = "; ".join(f"{titles[s]}: {kind}" for s, kind in hard.items())
+        lines += [""] + _p_at_1_table(f"P@1 (%) among each target and its hard distractors ({kinds}; the paper's "
+                                      "App. D)", "p_at_1_hard", models, list(hard), titles, cell)
     scored = [m for m in models if any("cider" in cell.get((m, s), {}) for s in sets)]
     if scored:
         lines += ["", "Caption quality (%) against the human references (the paper's Tables 2/3 layout)", "",
