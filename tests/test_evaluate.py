@@ -29,7 +29,7 @@ def test_evaluate_checkpoints_on_several_test_sets(tiny, trained_run, tmp_path):
         *_models(tiny), "--checkpoints", "pretrained", str(trained_run), str(trained_run / "1.tar"),
         "--test_sets", "coco", "nocaps-near", "--root", f"coco={tiny.coco_root}", "--data_dir", str(tmp_path),
         "--block_size", "2", "--decoding", "greedy", "--output_dir", str(out)])
-    assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "results.md", "captions"}
+    assert {p.name for p in out.iterdir()} == {"results.json", "results.csv", "results.md", "captions", "gallery.html"}
     assert len(results) == 4 * 2
     by_key = {(r["model"], r["test_set"]): r for r in results}
     coco = by_key["ClipCap (pretrained)", "coco"]

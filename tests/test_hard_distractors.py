@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from egg_zoo_discritune.evaluate import HUMAN, main as evaluate_main
-from egg_zoo_discritune.metrics.hard_distractors import (nearest_neighbours, nearest_sets, precision_at_1_in_sets,
+from egg_zoo_discritune.metrics.hard_distractors import (nearest_neighbours, nearest_sets, p_at_1_of_choices,
                                                          read_sets, retrieved_in_sets, write_sets)
 from tests.test_evaluate import _models
 
@@ -47,8 +47,9 @@ def test_p_at_1_among_sets_by_hand():
     # which is not in its set, so it retrieves its own; caption 3 ties its image with image 0: the target wins.
     texts = torch.tensor([[1.0, 0, 0, 0], [0, 0.5, 0, 0.9], [0, 0, 0.2, 0.9], [0.7, 0, 0, 0.7]])
     sets = torch.tensor([[0, 1, 2], [1, 3, 0], [2, 0, 1], [3, 0, 1]])
-    assert retrieved_in_sets(texts, images, dot, sets, chunk=2).tolist() == [0, 3, 2, 3]
-    result = precision_at_1_in_sets(texts, images, dot, sets)
+    chosen = retrieved_in_sets(texts, images, dot, sets, chunk=2)
+    assert chosen.tolist() == [0, 3, 2, 3]
+    result = p_at_1_of_choices(chosen, sets)
     assert result == {"p_at_1_hard": 0.75, "n_sets": 4, "set_size": 3}
 
 

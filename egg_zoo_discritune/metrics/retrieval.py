@@ -15,22 +15,32 @@ import torch
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-def precision_at_1(text_features: torch.Tensor, image_features: torch.Tensor, score: Scorer,
-                   block_size: int = 100) -> dict:
+def block_ranks(text_features: torch.Tensor, image_features: torch.Tensor, score: Scorer,
+                block_size: int = 100) -> torch.Tensor:
+    """Each caption's rank of its own image among its block (1: retrieved; images scored strictly higher,
+    plus one, so ties count for the target, as in the game's accuracy); 0 in the dropped last block."""
     if block_size < 2:
         raise ValueError(f"P@1 blocks of {block_size}: a block needs the target and at least one distractor")
     n = text_features.size(0)
-    n_blocks = n // block_size
-    if n_blocks == 0:
+    if n // block_size == 0:
         raise ValueError(f"{n} images: fewer than one block of {block_size} candidates")
-    hits = 0
-    for b in range(n_blocks):
-        block = slice(b * block_size, (b + 1) * block_size)
+    ranks = torch.zeros(n, dtype=torch.long)
+    for start in range(0, n - block_size + 1, block_size):
+        block = slice(start, start + block_size)
         scores = score(text_features[block], image_features[block])
-        target = scores.diagonal()
-        # Ties count for the target, as in the game's accuracy.
-        hits += int((target >= scores.max(dim=1).values).sum())
-    return {"p_at_1": hits / (n_blocks * block_size), "n_blocks": n_blocks, "n_dropped": n - n_blocks * block_size}
+        ranks[block] = 1 + (scores > scores.diagonal().unsqueeze(1)).sum(dim=1).cpu()
+    return ranks
+
+
+def p_at_1_of_ranks(ranks: torch.Tensor, block_size: int) -> dict:
+    n_blocks = ranks.size(0) // block_size
+    return {"p_at_1": int((ranks == 1).sum()) / (n_blocks * block_size), "n_blocks": n_blocks,
+            "n_dropped": int((ranks == 0).sum())}
+
+
+def precision_at_1(text_features: torch.Tensor, image_features: torch.Tensor, score: Scorer,
+                   block_size: int = 100) -> dict:
+    return p_at_1_of_ranks(block_ranks(text_features, image_features, score, block_size), block_size)
 
 
 def recall_at_k(text_features: torch.Tensor, image_features: torch.Tensor, score: Scorer,
