@@ -163,9 +163,8 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
-    opts = options_from(build_parser().parse_args(sys.argv[1:] if argv is None else argv), AnalyseOptions)
-    start(no_cuda=True)
+def write_analysis(opts: AnalyseOptions) -> tuple[dict, str]:
+    """Analyses the sources of ``opts``; writes and returns the results and their Markdown tables."""
     sources = read_sources(opts.captions, opts.human)
     references = None
     if opts.references:
@@ -183,6 +182,13 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     (out / "analysis.json").write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     (out / "analysis.md").write_text(table)
+    return result, table
+
+
+def main(argv: Optional[Sequence[str]] = None) -> dict:
+    opts = options_from(build_parser().parse_args(sys.argv[1:] if argv is None else argv), AnalyseOptions)
+    start(no_cuda=True)
+    result, table = write_analysis(opts)
     print(table)
     return result
 

@@ -16,10 +16,12 @@ import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
+from egg_zoo_discritune.analyse import AnalyseOptions, write_analysis
 from egg_zoo_discritune.archs.clipcap import EXPORT_FILE
 from egg_zoo_discritune.cli import run as run_cli
 from egg_zoo_discritune.engine.distributed import launched_by_torchrun
 from egg_zoo_discritune.evaluate import HUMAN, main as evaluate
+from egg_zoo_discritune.plot import main as plot
 from egg_zoo_discritune.run_dir import CONFIG_FILE, choose_run_dir
 from egg_zoo_discritune.toyworld.build import DEFAULT_DIR, BuildOptions, build, is_built, train_flags
 from egg_zoo_discritune.train import main as train
@@ -37,7 +39,10 @@ README_RANGES = {
     (FINETUNED, "toyworld-ood", "p_at_1"): (0.179, 0.236),
     (FINETUNED, "toyworld", "cider"): (0.190, 0.426),
 }
+HARD_K = 9  # hard distractors per target, as in the paper's human study
 COLUMNS = (("toyworld", "p_at_1", "in-domain P@1"), ("toyworld-ood", "p_at_1", "out-of-domain P@1"),
+           ("toyworld", "p_at_1_hard", f"in-domain P@1, {HARD_K} nearest"),
+           ("toyworld-ood", "p_at_1_hard", f"out-of-domain P@1, {HARD_K} nearest"),
            ("toyworld", "meteor", "in-domain METEOR"), ("toyworld", "cider", "in-domain CIDEr"),
            ("toyworld-ood", "meteor", "out-of-domain METEOR"), ("toyworld-ood", "cider", "out-of-domain CIDEr"))
 
@@ -121,7 +126,7 @@ def report(toy: Path, demo_dir: Path, runs: dict[int, Path]) -> str:
         "--root", f"toyworld={toy}", "--gpt2", cfg["sender"]["gpt2"], "--receiver", cfg["receiver"]["receiver"],
         "--similarity", cfg["receiver"]["similarity"], "--stop_rule", cfg["sender"]["stop_rule"],
         "--max_len", str(cfg["game"]["max_len"]), "--num_workers", str(cfg["data"]["num_workers"]),
-        "--output_dir", str(eval_dir),
+        "--distractors", "nearest", "--k", str(HARD_K), "--output_dir", str(eval_dir),
     ])
     results = json.loads((eval_dir / "results.json").read_text())["results"]
     medians = median_rows(results, seeds)
@@ -129,14 +134,38 @@ def report(toy: Path, demo_dir: Path, runs: dict[int, Path]) -> str:
     seeds_text = ", ".join(map(str, seeds))
     table = "\n".join([
         f"Median (range) over seeds {seeds_text} of the finetuned captioner; P@1 (%) among blocks of 100 test "
-        "images, METEOR and CIDEr (%) against the descriptive references:", "", summary_table(results, medians),
+        f"images and among each image and its {HARD_K} nearest test images by the toy CLIP's image cosine; METEOR "
+        "and CIDEr (%) against the descriptive references:", "", summary_table(results, medians),
         f"Example captions of in-domain test images, seed {seeds[0]} (first line: the descriptive reference):",
         *_examples(eval_dir, seed_label(seeds[0]), "toyworld"), "",
+        *language(eval_dir, seeds[0]), "",
         f"Against the README's range (medians over seeds {', '.join(map(str, SEEDS))}, 1 and 2 threads):",
-        *against_readme(medians), ""])
+        *against_readme(medians), "",
+        f"Gallery: {eval_dir / 'gallery.html'}", f"Training curves: {plot_curves(runs, demo_dir)}", ""])
     print(table)
     (demo_dir / "demo.md").write_text(table)
     return table
+
+
+def language(eval_dir: Path, seed: int) -> list[str]:
+    """Table 7 for the toy captions of the in-domain test set (vanilla, finetuned with ``seed``, descriptive,
+    human), or the line that says how to install spaCy's pipeline."""
+    files = [f"{label}={eval_dir / 'captions' / f'{model}__toyworld.jsonl'}" for label, model in
+             (("alt-text, vanilla", VANILLA), (f"alt-text + DiscriTune, seed {seed}", seed_label(seed)),
+              ("descriptive", DESCRIPTIVE))]
+    try:
+        _, table = write_analysis(AnalyseOptions(captions=files, output_dir=str(eval_dir / "analysis")))
+    except (ImportError, ValueError) as error:
+        return [f"(no Table 7: {error})"]
+    return ["Caption language, in-domain test images:", "", table]
+
+
+def plot_curves(runs: dict[int, Path], demo_dir: Path) -> str:
+    """The plot files of the seeds' training curves, or why there are none."""
+    try:
+        return " ".join(map(str, plot([*map(str, runs.values()), "--output_dir", str(demo_dir)])))
+    except ValueError as error:  # a run shorter than --log_every updates has no curve
+        return f"none ({error})"
 
 
 def against_readme(results: list[dict]) -> list[str]:

@@ -141,7 +141,7 @@ def test_the_demo_reports_the_median_and_range_over_its_seeds():
     assert (median["cider"], median["cider_range"]) == (0.40, (0.10, 0.50))
     assert "n_images" not in median
     table = summary_table(results, [median])
-    assert f"| {FINETUNED} | 20.0 (10.0-30.0) |  |  | 40.0 (10.0-50.0) |  |  |" in table.splitlines()
+    assert f"| {FINETUNED} | 20.0 (10.0-30.0) |  |  |  |  | 40.0 (10.0-50.0) |  |  |" in table.splitlines()
     assert f"| {VANILLA} | 1.6 |" in table
 
 
