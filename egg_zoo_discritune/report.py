@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+HUMAN = "Human captions"  # the source of the first human reference of every image
 NLG_COLUMNS = (("bleu_4", "B@4"), ("meteor", "M"), ("cider", "C"), ("spice", "S"))
 
 

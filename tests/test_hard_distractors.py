@@ -6,9 +6,11 @@ import math
 import pytest
 import torch
 
+from egg_zoo_discritune.analyse import main as analyse_main
 from egg_zoo_discritune.evaluate import HUMAN, main as evaluate_main
 from egg_zoo_discritune.metrics.hard_distractors import (nearest_neighbours, nearest_sets, p_at_1_of_choices,
                                                          read_sets, retrieved_in_sets, write_sets)
+from tests.test_eval_data import CONCADIA_SAMPLE
 from tests.test_evaluate import _models
 
 
@@ -90,3 +92,19 @@ def test_evaluate_with_nearest_distractors_and_given_sets(tiny, tmp_path):
     for first, second in zip(results, again):
         assert second["p_at_1_hard"] == first["p_at_1_hard"] and second["hard_distractors"] == "the sets of coco.jsonl"
     assert not (tmp_path / "b" / "candidate_sets").exists()
+
+
+@pytest.mark.skipif(not CONCADIA_SAMPLE.is_dir(), reason="the real Concadia sample (../shared/data) is not here")
+def test_hard_distractors_gallery_and_analysis_on_the_real_concadia_sample(tiny, tmp_path):
+    out = tmp_path / "eval"
+    results = evaluate_main([*_models(tiny), "--checkpoints", "pretrained", "--test_sets", "concadia", "--root",
+                             f"concadia={CONCADIA_SAMPLE}", "--block_size", "8", "--decoding", "greedy", "--no-nlg",
+                             "--distractors", "nearest", "--k", "5", "--output_dir", str(out)])
+    assert {r["n_sets"] for r in results} == {16} and {r["set_size"] for r in results} == {6}
+    sets = [json.loads(line) for line in (out / "candidate_sets" / "concadia.jsonl").read_text().splitlines()]
+    assert all(len(set(s["candidates"])) == 6 and s["candidates"][0] == s["target"] for s in sets)
+    assert (out / "gallery.html").read_text().count('class="card"') == 16
+    # The Wikipedia captions are real English: spaCy finds their nouns.
+    result = analyse_main(["--captions", str(out / "captions" / "ClipCap (pretrained)__concadia.jsonl"),
+                           "--output_dir", str(tmp_path / "analysis")])
+    assert len(result["nouns"][HUMAN]) == 10 and result["statistics"][HUMAN]["captions"] == 16
