@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 
 from egg_zoo_discritune.analyse import AnalyseOptions, write_analysis
 from egg_zoo_discritune.archs.clipcap import EXPORT_FILE
-from egg_zoo_discritune.cli import run as run_cli
+from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.engine.distributed import launched_by_torchrun
 from egg_zoo_discritune.evaluate import HUMAN, main as evaluate
 from egg_zoo_discritune.plot import main as plot
@@ -200,6 +200,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Path:
         raise ValueError("the demo trains once per --seeds (default: 111 222 333); "
                          "give --seeds instead of --random_seed")
     demo_dir = choose_run_dir(opts.checkpoint_dir, "demo", resume="--resume" in rest)
+    start(no_cuda=True)  # logging, so that building the world reports its stages
     toy = toy_world(opts.toy_dir)
     runs = {seed: train(train_argv(toy, [*rest, "--random_seed", str(seed), "--checkpoint_dir",
                                          str(demo_dir / f"seed-{seed}")])) for seed in opts.seeds}

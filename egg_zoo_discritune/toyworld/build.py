@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import random
 import time
 from dataclasses import asdict, dataclass
@@ -20,6 +21,7 @@ from typing import Optional, Sequence
 import torch
 from transformers import CLIPImageProcessorPil
 
+from egg_zoo_discritune import cli
 from egg_zoo_discritune.archs.clip import ClipRetriever
 from egg_zoo_discritune.config import add_options, options_from
 from egg_zoo_discritune.options import opt
@@ -27,6 +29,8 @@ from egg_zoo_discritune.engine.checkpoint import atomic_save
 from egg_zoo_discritune.metrics.retrieval import precision_at_1
 from egg_zoo_discritune.toyworld import pretrain
 from egg_zoo_discritune.toyworld.world import IMAGE_SIZE, alt_text_caption, descriptive_caption, draw, sample_scene
+
+log = logging.getLogger("discritune")
 
 VERSION = 1
 DEFAULT_DIR = "~/.cache/discritune/toyworld"
@@ -98,6 +102,8 @@ def build(options: BuildOptions) -> dict:
             for split, n in zip(SPLITS, (options.n_train, options.n_val, options.n_test, options.n_ood,
                                          options.n_clip_ood))}
     timings["images"] = time.perf_counter() - start
+    log.info("toy world: %d images drawn (%.0f s); pretraining its CLIP, GPT-2 and two ClipCaps",
+             sum(len(r) for r in rows.values()), timings["images"])
 
     train = rows["train"]
     corpus = [c for row in train for c in row["captions"] + row["alt_texts"]]
@@ -112,11 +118,13 @@ def build(options: BuildOptions) -> dict:
                                options.clip_steps, seed=options.seed)
     clip.save_pretrained(out / "clip")
     timings["clip"] = time.perf_counter() - start
+    log.info("toy world: CLIP trained, %d steps (%.0f s)", options.clip_steps, timings["clip"])
 
     start = time.perf_counter()
     language_model = pretrain.train_language_model(corpus, gpt2_tokenizer, options.lm_steps, seed=options.seed)
     language_model.config.save_pretrained(out / "gpt2")
     timings["gpt2"] = time.perf_counter() - start
+    log.info("toy world: GPT-2 trained, %d steps (%.0f s)", options.lm_steps, timings["gpt2"])
 
     retriever = ClipRetriever(clip, clip_tokenizer)
     with torch.no_grad():
@@ -131,6 +139,8 @@ def build(options: BuildOptions) -> dict:
                                         options.clipcap_steps, seed=options.seed)
         atomic_save(sender.export(), out / f"clipcap_{style}.pt")
         timings[f"clipcap_{style}"] = time.perf_counter() - start
+        log.info("toy world: %s ClipCap trained, %d steps (%.0f s)", style, options.clipcap_steps,
+                 timings[f"clipcap_{style}"])
 
     report = {"version": VERSION, "options": asdict(options), "seconds": {k: round(v, 1) for k, v in timings.items()},
               "val_p_at_1_human_descriptive": human_p_at_1}
@@ -141,6 +151,7 @@ def build(options: BuildOptions) -> dict:
 def main(argv: Optional[Sequence[str]] = None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m egg_zoo_discritune.toyworld.build", description=__doc__.split("\n")[0])
     add_options(parser, BuildOptions)
+    cli.start(no_cuda=True)  # logging: the build reports each stage
     report = build(options_from(parser.parse_args(argv), BuildOptions))
     print(json.dumps(report, indent=2))
     return report
