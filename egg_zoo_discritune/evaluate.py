@@ -276,9 +276,13 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
             scores = _score(encode_texts(retriever, firsts), encoded[spec], retriever, opts, hard[spec][0])[0]
             results.append(row(HUMAN, spec, scores, {"checkpoint": None}))
     if opts.gallery:
+        def rule(spec: str) -> str:
+            among = hard[spec][1] or f"its block of {opts.block_size}"
+            return f"a caption is right when the retriever picks its image among {among}"
+
         sections = [Section(next(r["title"] for r in results if r["test_set"] == spec),
                             [dataset.records[i] for i in encoded[spec].indices.tolist()], shown[spec], opts.block_size,
-                            min(opts.gallery, len(encoded[spec].indices)), hard[spec][1])
+                            min(opts.gallery, len(encoded[spec].indices)), rule(spec))
                     for spec, (_, _, dataset) in datasets.items()]
         log.info("gallery: %s", write_gallery(out_dir / "gallery.html", sections))
 

@@ -29,8 +29,8 @@ class Captions:
 
     model: str
     captions: list[str]
-    ranks: list[int]  # rank of the image among its block (1: retrieved; 0: in the dropped last block)
-    picked: Optional[list[int]] = None  # with hard distractors: the image each caption retrieved (-1: no set)
+    ranks: Optional[list[int]]  # rank of the image among its block (1: retrieved; 0: in the dropped last block)
+    picked: Optional[list[int]] = None  # the image each caption led to among its set (-1: no set)
 
 
 @dataclass
@@ -40,9 +40,10 @@ class Section:
     title: str
     records: list[ImageRecord]
     sources: list[Captions]
-    block_size: int
+    block_size: Optional[int]  # of the ranks, when there are any
     n_shown: int
-    hard: Optional[str] = None  # how the hard distractors were made, when there are any
+    rule: str  # when a caption counts as right, in words
+    picked_label: str = "hard set"  # what chose ``picked``
 
 
 def thumbnail(record: ImageRecord, archives: dict[Path, tarfile.TarFile]) -> str:
@@ -59,24 +60,25 @@ def _card(i: int, section: Section, uris: dict[int, str]) -> str:
     record = section.records[i]
     correct, rows = [], []
     for k, source in enumerate(section.sources):
-        rank, picked_image = source.ranks[i], source.picked[i] if source.picked is not None else -1
+        rank = source.ranks[i] if source.ranks is not None else 0
+        picked_image = source.picked[i] if source.picked is not None else -1
         hit = picked_image == i if picked_image >= 0 else rank == 1
         if hit:
             correct.append(k)
-        badge = f"rank {rank}/{section.block_size}" if rank else "last block"
+        badge = "" if source.ranks is None else f"rank {rank}/{section.block_size}" if rank else "last block"
         picked = ""
         if picked_image == i:
-            picked = "hard set: ✓"
+            picked = f"{section.picked_label}: ✓"
         elif picked_image >= 0:
             other = html.escape(section.records[picked_image].image_id)
-            picked = (f'hard set: <img class="picked" src="{uris[picked_image]}" title="the hard distractor this '
-                      f'caption retrieved: {other}" alt="picked instead">')
+            picked = (f'{section.picked_label}: <img class="picked" src="{uris[picked_image]}" title="the picture '
+                      f'picked instead: {other}" alt="picked instead">')
         rows.append(f'<tr class="{"hit" if hit else "miss"}"><th>{html.escape(source.model)}</th>'
                     f'<td>{html.escape(source.captions[i])}</td><td class="rank">{badge}</td><td>{picked}</td></tr>')
-    reference = html.escape((record.captions or [""])[0])
+    reference = f'<div class="ref">reference: {html.escape(record.captions[0])}</div>' if record.captions else ""
     return (f'<div class="card" data-correct="{" ".join(map(str, correct))}"><img class="target" src="{uris[i]}" '
             f'alt="{html.escape(record.image_id)}"><div class="id">{html.escape(record.image_id)}</div>'
-            f'<div class="ref">reference: {reference}</div><table>{"".join(rows)}</table></div>')
+            f'{reference}<table>{"".join(rows)}</table></div>')
 
 
 STYLE = """body{font-family:sans-serif;margin:1.5em;color:#222}h2{margin-top:1.5em}
@@ -107,10 +109,8 @@ def write_gallery(path: Path, sections: Sequence[Section]) -> Path:
         needed = set(range(section.n_shown)) | {source.picked[i] for source in section.sources if source.picked
                                                  for i in range(section.n_shown) if source.picked[i] >= 0}
         uris = {i: thumbnail(section.records[i], archives) for i in sorted(needed)}
-        distractors = f"; a caption is correct when it retrieves its image among {section.hard}" if section.hard else \
-            f"; a caption is correct when it retrieves its image among its block of {section.block_size}"
         body.append(f"<h2>{html.escape(section.title)}</h2><p>The first {section.n_shown} of "
-                    f"{len(section.records)} images{distractors}.</p>"
+                    f"{len(section.records)} images; {html.escape(section.rule)}.</p>"
                     '<div class="cards">' + "".join(_card(i, section, uris) for i in range(section.n_shown))
                     + "</div>")
     for archive in archives.values():

@@ -30,7 +30,7 @@ def _gallery(tmp_path):
     finetuned = Captions("finetuned <b>", [f"a {c} square." for c in "abcdef"], [1, 1, 2, 1, 0, 0],
                          [0, 1, 5, 3, -1, -1])
     return write_gallery(tmp_path / "gallery.html",
-                         [Section("Toy test set", records, [vanilla, finetuned], 2, 4, "2 nearest")])
+                         [Section("Toy test set", records, [vanilla, finetuned], 2, 4, "right among 2 nearest")])
 
 
 def test_the_gallery_loads_its_images_and_filters_in_chromium(tmp_path):
