@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import secrets
 import statistics
 import sys
 from pathlib import Path
@@ -18,11 +19,16 @@ from typing import Optional, Sequence
 
 from egg_zoo_discritune.analyse import AnalyseOptions, write_analysis
 from egg_zoo_discritune.archs.clipcap import EXPORT_FILE
+from egg_zoo_discritune.archs.options import ReceiverOptions
 from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.engine.distributed import launched_by_torchrun
 from egg_zoo_discritune.evaluate import HUMAN, main as evaluate
 from egg_zoo_discritune.plot import main as plot
 from egg_zoo_discritune.run_dir import CONFIG_FILE, choose_run_dir
+from egg_zoo_discritune.study.analyse import markdown as study_table
+from egg_zoo_discritune.study.app import create_app
+from egg_zoo_discritune.study.build import BuildOptions as StudyOptions, build_study
+from egg_zoo_discritune.study.cli import simulate_study
 from egg_zoo_discritune.toyworld.build import DEFAULT_DIR, BuildOptions, build, is_built, train_flags
 from egg_zoo_discritune.train import main as train
 
@@ -138,7 +144,7 @@ def report(toy: Path, demo_dir: Path, runs: dict[int, Path]) -> str:
         "and CIDEr (%) against the descriptive references:", "", summary_table(results, medians),
         f"Example captions of in-domain test images, seed {seeds[0]} (first line: the descriptive reference):",
         *_examples(eval_dir, seed_label(seeds[0]), "toyworld"), "",
-        *language(eval_dir, seeds[0]), "",
+        *language(eval_dir, seeds[0]), "", *human_study(toy, demo_dir, eval_dir, seeds[0], cfg), "",
         f"Against the README's range (medians over seeds {', '.join(map(str, SEEDS))}, 1 and 2 threads):",
         *against_readme(medians), "",
         f"Gallery: {eval_dir / 'gallery.html'}", f"Training curves: {plot_curves(runs, demo_dir)}", ""])
@@ -158,6 +164,20 @@ def language(eval_dir: Path, seed: int) -> list[str]:
     except (ImportError, ValueError) as error:
         return [f"(no Table 7: {error})"]
     return ["Caption language, in-domain test images:", "", table]
+
+
+def human_study(toy: Path, demo_dir: Path, eval_dir: Path, seed: int, cfg: dict) -> list[str]:
+    """The human study's dry run on the in-domain test set: built from the vanilla and the finetuned captions
+    and the human references with the 9-nearest sets, answered by the toy CLIP through the web app."""
+    files = [f"{label}={eval_dir / 'captions' / f'{model}__toyworld.jsonl'}" for label, model in
+             (("ClipCap-alttext", VANILLA), (f"DiscriTune, seed {seed}", seed_label(seed)))]
+    study = build_study(StudyOptions(study=str(demo_dir / "study.sqlite"), test_set="toyworld",
+                                     root=[f"toyworld={toy}"], captions=files,
+                                     candidate_sets=str(eval_dir / "candidate_sets" / "toyworld.jsonl")))
+    receiver = ReceiverOptions(receiver=cfg["receiver"]["receiver"], similarity=cfg["receiver"]["similarity"])
+    result = simulate_study(study, create_app(study, secrets.token_urlsafe(16)), receiver)
+    return [f"The human study's dry run ({study}; discritune-study, the toy CLIP as every participant):", "",
+            study_table(result)]
 
 
 def plot_curves(runs: dict[int, Path], demo_dir: Path) -> str:

@@ -156,7 +156,7 @@ def _only_page(db, by_target: dict, only: str, sources: list[str], path: Path) -
 
 
 def markdown(result: dict) -> str:
-    lines = [f"Retrieval by people among the target and 9 hard distractors (the paper's Table 6 layout); "
+    lines = [f"Participants' retrieval among the target and 9 hard distractors (the paper's Table 6 layout); "
              f"{result['participants']} participants, {len(result['excluded_participants'])} excluded for failing "
              f"more than {result['max_attention_failures']} attention check(s)", "",
              "| captions | accuracy (%) | 95% CI (participants x targets bootstrap) | answers | median response (s) |",

@@ -64,19 +64,25 @@ def serve(study: Path, opts: ServeOptions, receiver: ReceiverOptions) -> Optiona
         announce(f"http://{opts.host}:{opts.port}")
         uvicorn.run(app, host=opts.host, port=opts.port, log_level="info")
         return None
+    result = simulate_study(study, app, receiver, opts.concurrency, opts.host, opts.port or None, announce)
+    print(markdown(result))
+    return result
+
+
+def simulate_study(study: Path, app, receiver: ReceiverOptions, concurrency: int = 4, host: str = "127.0.0.1",
+                   port: Optional[int] = None, announce=lambda url: None) -> dict:
+    """Serves ``app`` while the retriever's simulated participants fill every free slot; returns Table 6."""
     from egg_zoo_discritune.factory import load_clips
     from egg_zoo_discritune.study.simulate import retriever_chooser, running, simulate
 
     retriever, _, preprocess = load_clips(receiver)
     retriever.eval()
-    with running(app, opts.host, opts.port or None) as url:
+    with running(app, host, port) as url:
         announce(url)
-        participants = simulate(url, retriever_chooser(retriever, preprocess), opts.concurrency)
+        participants = simulate(url, retriever_chooser(retriever, preprocess), concurrency)
     log.info("%d simulated participants answered %d trials", len(participants),
              sum(p["answers"] for p in participants))
-    result = analyse_study(study, AnalyseOptions())
-    print(markdown(result))
-    return result
+    return analyse_study(study, AnalyseOptions())
 
 
 def main(argv: Optional[Sequence[str]] = None):
