@@ -32,7 +32,9 @@ from egg_zoo_discritune.toyworld.world import IMAGE_SIZE, alt_text_caption, desc
 
 log = logging.getLogger("discritune")
 
-VERSION = 1
+# Bumped whenever the build's output changes, so a cached world is rebuilt instead of silently differing from a
+# fresh one. 2: the fused teacher-forced log-probs round ClipCap's pretraining differently (2026-12-01).
+VERSION = 2
 DEFAULT_DIR = "~/.cache/discritune/toyworld"
 # clip_ood: out-of-domain images only the retriever is trained on, as CLIP saw far more than COCO.
 SPLITS = ("train", "val", "test", "ood", "clip_ood")
