@@ -17,11 +17,16 @@ import pytest
 import torch
 from PIL import Image
 
+from egg_zoo_discritune.archs.options import ReceiverOptions
+from egg_zoo_discritune.evaluate import main as evaluate_main
 from egg_zoo_discritune.metrics.hard_distractors import nearest_sets, write_sets
 from egg_zoo_discritune.study.analyse import AnalyseOptions, analyse_study, mcnemar_exact
 from egg_zoo_discritune.study.app import create_app
 from egg_zoo_discritune.study.build import BuildOptions, balanced_slots, build_study
+from egg_zoo_discritune.study.cli import simulate_study
 from egg_zoo_discritune.study.simulate import free_port, participate, running, simulate
+from tests.test_eval_data import CONCADIA_SAMPLE
+from tests.test_evaluate import _models
 from tests.test_gallery import CHROMIUM, FLAGS
 
 N_IMAGES, ADMIN = 40, "admin-secret"
@@ -248,3 +253,19 @@ def test_analysis_table6_by_hand(world, tmp_path):
     assert (tmp_path / "out" / "only_vague.html").is_file()
     assert mcnemar_exact(0, 0) == 1.0 and mcnemar_exact(5, 0) == pytest.approx(2 / 32)
     assert mcnemar_exact(3, 1) == pytest.approx(2 * (1 + 4) / 16)
+
+
+@pytest.mark.skipif(not CONCADIA_SAMPLE.is_dir(), reason="the real Concadia sample (../shared/data) is not here")
+def test_build_simulate_and_analyse_on_the_real_concadia_sample(tiny, tmp_path):
+    evaluate_main([*_models(tiny), "--checkpoints", "pretrained", "--labels", "ClipCap", "--test_sets", "concadia",
+                   "--root", f"concadia={CONCADIA_SAMPLE}", "--block_size", "8", "--decoding", "greedy", "--no-nlg",
+                   "--distractors", "nearest", "--k", "9", "--output_dir", str(tmp_path / "eval")])
+    study = build_study(BuildOptions(
+        study=str(tmp_path / "concadia.sqlite"), test_set="concadia", root=[f"concadia={CONCADIA_SAMPLE}"],
+        captions=[f"ClipCap={tmp_path / 'eval' / 'captions' / 'ClipCap__concadia.jsonl'}"],
+        candidate_sets=str(tmp_path / "eval" / "candidate_sets" / "concadia.jsonl"), n_sets=16, per_participant=8,
+        attention_checks=1))
+    result = simulate_study(study, create_app(study, ADMIN), ReceiverOptions(receiver=str(tiny.clip)))
+    assert result["participants"] == 4 and {r["answers"] for r in result["table6"].values()} == {16}
+    assert all(0 <= r["accuracy"] <= 1 and r["ci95"][0] <= r["accuracy"] <= r["ci95"][1]
+               for r in result["table6"].values())
