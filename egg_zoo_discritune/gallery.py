@@ -118,7 +118,7 @@ def write_gallery(path: Path, sections: Sequence[Section]) -> Path:
     page = (f'<!DOCTYPE html><html><head><meta charset="utf-8"><title>DiscriTune captions</title>'
             f"<style>{STYLE}</style></head><body><h1>Captions and what the retriever made of them</h1>"
             f'<div class="controls"><label>show <select id="filter">{"".join(options)}</select></label> '
-            f'<span id="shown"></span> images shown</div>{"".join(body)}'
+            f'<span id="shown"></span> shown</div>{"".join(body)}'
             f'<script>{SCRIPT}</script></body></html>')
     path.write_text(page)
     return path
