@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 from egg_zoo_discritune.cli import run as run_cli, start
 from egg_zoo_discritune.config import add_options, options_from
 from egg_zoo_discritune.data_loaders.eval_sets import parse_eval_set
+from egg_zoo_discritune.jsonl import json_lines
 from egg_zoo_discritune.metrics.lmi import local_mutual_information
 from egg_zoo_discritune.options import opt
 from egg_zoo_discritune.report import HUMAN
@@ -74,18 +75,10 @@ def load_pipeline(name: str):
 
 def _read_captions(path: Path) -> list[dict]:
     rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row["caption"], str):
-                    raise TypeError
-            except (ValueError, KeyError, TypeError):
-                raise ValueError(f"{path}:{number}: expected a JSON object with a 'caption' string, as evaluate "
-                                 "writes") from None
-            rows.append(row)
+    for where, row in json_lines(path):
+        if not isinstance(row, dict) or not isinstance(row.get("caption"), str):
+            raise ValueError(f"{where}: expected a JSON object with a 'caption' string, as evaluate writes")
+        rows.append(row)
     return rows
 
 

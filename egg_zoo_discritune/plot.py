@@ -8,12 +8,12 @@ penalty against updates, every run overlaid in its own colour. Writes ``curves.p
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Optional, Sequence
 
 from egg_zoo_discritune.cli import run as run_cli
+from egg_zoo_discritune.jsonl import json_lines
 from egg_zoo_discritune.run_dir import LOG_FILE
 
 PANELS = (("reward", "reward"), ("acc", "P@1 (train: in-batch; o: validation)"), ("loss", "loss"),
@@ -25,14 +25,7 @@ def read_log(run_dir: Path) -> list[dict]:
     path = run_dir / LOG_FILE if run_dir.is_dir() else run_dir
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no training log (give run directories, which hold {LOG_FILE})")
-    records = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except ValueError:
-                    raise ValueError(f"{path}:{number}: not a JSON line") from None
+    records = [record for _, record in json_lines(path)]
     steps = [r for r in records if r.get("mode") == "train_step" and "step" in r]
     if not steps:
         raise ValueError(f"{path}: no per-update lines (mode 'train_step'); train with --log_every N")

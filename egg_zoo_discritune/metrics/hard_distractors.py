@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from egg_zoo_discritune.jsonl import json_lines
+
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # Images this close to the target are copies of it (the same file twice, re-encoded), not distractors.
 DUPLICATE_COSINE = 1 - 1e-5
@@ -84,24 +86,20 @@ def read_sets(path: Path, image_ids: Sequence) -> torch.Tensor:
     missing from its own candidates is put first; shorter sets are padded with their target."""
     position = {str(image_id): i for i, image_id in enumerate(image_ids)}
     rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                target, candidates = str(record["target"]), [str(c) for c in record["candidates"]]
-            except (ValueError, KeyError, TypeError) as error:
-                raise ValueError(f"{path}:{number}: expected a JSON object with 'target' and a list "
-                                 f"'candidates' ({error})") from None
-            unknown = [i for i in [target, *candidates] if i not in position]
-            if unknown:
-                raise ValueError(f"{path}:{number}: image id {unknown[0]!r} is not among the {len(position)} "
-                                 "test images evaluated")
-            others = [position[c] for c in dict.fromkeys(candidates) if c != target]
-            if not others:
-                raise ValueError(f"{path}:{number}: target {target!r} has no distractor")
-            rows.append([position[target], *others])
+    for where, record in json_lines(path):
+        try:
+            target, candidates = str(record["target"]), [str(c) for c in record["candidates"]]
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"{where}: expected a JSON object with 'target' and a list 'candidates' "
+                             f"({error!r})") from None
+        unknown = [i for i in [target, *candidates] if i not in position]
+        if unknown:
+            raise ValueError(f"{where}: image id {unknown[0]!r} is not among the {len(position)} test images "
+                             "evaluated")
+        others = [position[c] for c in dict.fromkeys(candidates) if c != target]
+        if not others:
+            raise ValueError(f"{where}: target {target!r} has no distractor")
+        rows.append([position[target], *others])
     if not rows:
         raise ValueError(f"{path}: no candidate sets")
     width = max(len(r) for r in rows)

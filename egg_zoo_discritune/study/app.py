@@ -100,30 +100,28 @@ def create_app(study: Path, admin_token: str) -> Starlette:
             raise HTTPError(410, "The study is full. Thank you for your interest.")
         return RedirectResponse(f"/p/{token}", status_code=303)
 
+    def current(token: str) -> dict:
+        """The participant's next trial, or their completion code once every trial is answered."""
+        with closing(db()) as conn:
+            slot = slot_of(conn, token)
+            position, done, total = next_position(conn, slot)
+            if position is None:
+                return {"done": True, "completion_code": completion(conn, slot), "total": total}
+            caption, candidates, _ = trial_at(conn, slot, position)
+        return {"done": False, "position": position, "caption": caption, "answered": done, "total": total,
+                "images": [f"/p/{token}/{position}/{k}.jpg" for k in range(len(candidates))]}
+
     def participant(request: Request) -> Response:
         token = request.path_params["token"]
-        with closing(db()) as conn:
-            slot = slot_of(conn, token)
-            position, done, total = next_position(conn, slot)
-            if position is None:
-                return HTMLResponse(render("thanks", total=total, code=completion(conn, slot)))
-            caption, candidates, _ = trial_at(conn, slot, position)
-        images = [f"/p/{token}/{position}/{k}.jpg" for k in range(len(candidates))]
-        return HTMLResponse(render("trial", caption=caption, images=images, position=position, done=done,
-                                   total=total, answer_url=f"/p/{token}/answer"),
-                            headers={"Cache-Control": "no-store"})
+        trial = current(token)
+        if trial["done"]:
+            return HTMLResponse(render("thanks", total=trial["total"], code=trial["completion_code"]))
+        return HTMLResponse(render("trial", caption=trial["caption"], images=trial["images"],
+                                   position=trial["position"], done=trial["answered"], total=trial["total"],
+                                   answer_url=f"/p/{token}/answer"), headers={"Cache-Control": "no-store"})
 
     def trial_json(request: Request) -> Response:
-        token = request.path_params["token"]
-        with closing(db()) as conn:
-            slot = slot_of(conn, token)
-            position, done, total = next_position(conn, slot)
-            if position is None:
-                return JSONResponse({"done": True, "completion_code": completion(conn, slot), "total": total})
-            caption, candidates, _ = trial_at(conn, slot, position)
-        return JSONResponse({"done": False, "position": position, "caption": caption, "answered": done,
-                             "total": total, "images": [f"/p/{token}/{position}/{k}.jpg"
-                                                        for k in range(len(candidates))]})
+        return JSONResponse(current(request.path_params["token"]))
 
     def image(request: Request) -> Response:
         token, position, k = (request.path_params[name] for name in ("token", "position", "k"))

@@ -22,6 +22,7 @@ from PIL import Image
 from egg_zoo_discritune.data_loaders.eval_sets import parse_eval_set
 from egg_zoo_discritune.data_loaders.image_modes import to_rgb
 from egg_zoo_discritune.data_loaders.images import ImageRecord, read_image_bytes
+from egg_zoo_discritune.jsonl import json_lines
 from egg_zoo_discritune.metrics.hard_distractors import read_sets
 from egg_zoo_discritune.options import opt
 from egg_zoo_discritune.report import HUMAN
@@ -56,15 +57,10 @@ def _captions_by_image(spec: str) -> tuple[str, dict[str, str]]:
     if not sep or not label or not path:
         raise ValueError(f"--captions {spec!r}: expected LABEL=FILE")
     captions = {}
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                    captions[str(row["image_id"])] = str(row["caption"])
-                except (ValueError, KeyError, TypeError):
-                    raise ValueError(f"{path}:{number}: expected a JSON object with 'image_id' and 'caption', as "
-                                     "evaluate writes") from None
+    for where, row in json_lines(Path(path)):
+        if not isinstance(row, dict) or "image_id" not in row or not isinstance(row.get("caption"), str):
+            raise ValueError(f"{where}: expected a JSON object with 'image_id' and 'caption', as evaluate writes")
+        captions[str(row["image_id"])] = row["caption"]
     return label, captions
 
 
