@@ -174,8 +174,10 @@ def human_study(toy: Path, demo_dir: Path, eval_dir: Path, seed: int, cfg: dict)
     and the human references with the 9-nearest sets, answered by the toy CLIP through the web app."""
     files = [f"{label}={eval_dir / 'captions' / f'{model}__toyworld.jsonl'}" for label, model in
              (("ClipCap-alttext", VANILLA), (f"DiscriTune, seed {seed}", seed_label(seed)))]
+    n_sets = min(500, sum(1 for _ in open(toy / "test.jsonl")))  # the paper's 500, or a smaller world's all
     study = build_study(StudyOptions(study=str(demo_dir / "study.sqlite"), test_set="toyworld",
-                                     root=[f"toyworld={toy}"], captions=files,
+                                     root=[f"toyworld={toy}"], captions=files, n_sets=n_sets,
+                                     per_participant=min(100, n_sets // 2),
                                      candidate_sets=str(eval_dir / "candidate_sets" / "toyworld.jsonl")))
     receiver = ReceiverOptions(receiver=cfg["receiver"]["receiver"], similarity=cfg["receiver"]["similarity"])
     result = simulate_study(study, create_app(study, secrets.token_urlsafe(16)), receiver)

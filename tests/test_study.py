@@ -100,6 +100,10 @@ def test_build_balances_sources_never_repeats_a_target_and_is_seeded(world, stud
         _build(world, study)
     with pytest.raises(ValueError, match="more than the 20 targets"):
         balanced_slots(list(range(20)), ["a", "b"], 21)
+    with pytest.raises(ValueError, match="--attention_checks 31: each needs a target the participant does not "
+                                         "otherwise see, and 40 images leave 30"):
+        _build(world, tmp_path / "no-room.sqlite", attention_checks=31)
+    assert not (tmp_path / "no-room.sqlite").exists()
 
 
 def test_bad_input_gets_4xx_and_changes_nothing(study):

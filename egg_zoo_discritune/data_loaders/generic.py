@@ -10,10 +10,10 @@ CSV: a header row with an ``image``/``path``/``file_name``/``filename`` column a
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from egg_zoo_discritune.data_loaders.images import IMAGE_EXTENSIONS, ImageRecord
+from egg_zoo_discritune.jsonl import json_lines
 
 PATH_KEYS = ("image", "path", "file_name", "filename")
 
@@ -41,17 +41,10 @@ def manifest_records(path: Path) -> list[ImageRecord]:
     base = path.parent
     if path.suffix.lower() == ".jsonl":
         records = []
-        with open(path) as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON ({err})") from err
-                if not isinstance(row, dict):
-                    raise ValueError(f"{path}:{line_no}: expected a JSON object")
-                records.append(_record(row, base, f"{path}:{line_no}"))
+        for where, row in json_lines(path):
+            if not isinstance(row, dict):
+                raise ValueError(f"{where}: expected a JSON object")
+            records.append(_record(row, base, where))
         return records
     if path.suffix.lower() == ".csv":
         with open(path, newline="") as f:

@@ -107,6 +107,11 @@ def build_study(opts: BuildOptions) -> Path:
     if len(usable) < opts.n_sets:
         raise ValueError(f"{len(usable)} targets have {opts.distractors} distractors and a caption from every source "
                          f"({', '.join(sources)}); --n_sets {opts.n_sets} is more")
+    spare = sum(1 for r in records if r.captions) - opts.per_participant
+    if opts.attention_checks > spare:
+        raise ValueError(f"--attention_checks {opts.attention_checks}: each needs a target the participant does not "
+                         f"otherwise see, and {len(records)} images leave {max(spare, 0)} beside "
+                         f"--per_participant {opts.per_participant}")
     targets = sorted(rng.sample(usable, opts.n_sets))
     rng.shuffle(targets)
 
