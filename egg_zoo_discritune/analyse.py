@@ -162,9 +162,8 @@ def write_analysis(opts: AnalyseOptions) -> tuple[dict, str]:
     references = None
     if opts.references:
         eval_set, split = parse_eval_set(opts.references)
-        roots = dict(r.split("=", 1) for r in opts.root)
-        root = Path(roots.get(eval_set.name) or roots.get(eval_set.folder) or Path(opts.data_dir) / eval_set.folder)
-        references = {normalised(c) for record in eval_set.read(root.expanduser(), split) for c in record.captions}
+        references = {normalised(c) for record in eval_set.read(eval_set.root(opts.root, opts.data_dir), split)
+                      for c in record.captions}
     nlp = load_pipeline(opts.spacy_model)
     log.info("analysing %d sources (%d captions) with spaCy %s", len(sources), sum(map(len, sources.values())),
              nlp.meta["name"])

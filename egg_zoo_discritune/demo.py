@@ -74,9 +74,14 @@ def seed_label(seed: int) -> str:
     return f"{FINETUNED} (seed {seed})"
 
 
+def captions_file(eval_dir: Path, model: str, test_set: str = "toyworld") -> Path:
+    """Where ``evaluate`` wrote ``model``'s captions of ``test_set``."""
+    return eval_dir / "captions" / f"{model}__{test_set}.jsonl"
+
+
 def _examples(eval_dir: Path, finetuned: str, test_set: str, n: int = 4) -> list[str]:
     def captions(label: str) -> list[dict]:
-        path = eval_dir / "captions" / f"{label}__{test_set}.jsonl"
+        path = captions_file(eval_dir, label, test_set)
         return [json.loads(line) for line in path.read_text().splitlines()[:n]]
 
     lines = []
@@ -159,7 +164,7 @@ def report(toy: Path, demo_dir: Path, runs: dict[int, Path]) -> str:
 def language(eval_dir: Path, seed: int) -> list[str]:
     """Table 7 for the toy captions of the in-domain test set (vanilla, finetuned with ``seed``, descriptive,
     human), or the line that says how to install spaCy's pipeline."""
-    files = [f"{label}={eval_dir / 'captions' / f'{model}__toyworld.jsonl'}" for label, model in
+    files = [f"{label}={captions_file(eval_dir, model)}" for label, model in
              (("alt-text, vanilla", VANILLA), (f"alt-text + DiscriTune, seed {seed}", seed_label(seed)),
               ("descriptive", DESCRIPTIVE))]
     try:
@@ -172,7 +177,7 @@ def language(eval_dir: Path, seed: int) -> list[str]:
 def human_study(toy: Path, demo_dir: Path, eval_dir: Path, seed: int, cfg: dict) -> list[str]:
     """The human study's dry run on the in-domain test set: built from the vanilla and the finetuned captions
     and the human references with the 9-nearest sets, answered by the toy CLIP through the web app."""
-    files = [f"{label}={eval_dir / 'captions' / f'{model}__toyworld.jsonl'}" for label, model in
+    files = [f"{label}={captions_file(eval_dir, model)}" for label, model in
              (("ClipCap-alttext", VANILLA), (f"DiscriTune, seed {seed}", seed_label(seed)))]
     n_sets = min(500, sum(1 for _ in open(toy / "test.jsonl")))  # the paper's 500, or a smaller world's all
     study = build_study(StudyOptions(study=str(demo_dir / "study.sqlite"), test_set="toyworld",

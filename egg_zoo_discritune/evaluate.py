@@ -127,13 +127,13 @@ def _score(texts_features, encoded, retriever, opts, sets: Optional[torch.Tensor
     return {**scores, **recall_at_k(texts_features, encoded.features, retriever.score)}, ranks, picked
 
 
-def _named_paths(flag: str, specs: list[str], test_sets: list[str]) -> dict[str, Path]:
-    """``NAME=PATH`` values of ``flag``; a bare PATH names the only test set."""
+def _named_paths(flag: str, specs: list[str], sole_test_set: Optional[str] = None) -> dict[str, Path]:
+    """``NAME=PATH`` values of ``flag``; with ``sole_test_set``, a bare PATH names it."""
     paths = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
-        if not sep and len(test_sets) == 1 and flag == "--candidate_sets":
-            name, path = test_sets[0], spec
+        if not sep and sole_test_set:
+            name, path = sole_test_set, spec
         elif not name or not path:
             raise ValueError(f"{flag} {spec!r}: expected NAME=PATH, NAME a test set (e.g. coco)")
         paths[name] = Path(path)
@@ -184,9 +184,9 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
               device: torch.device, context: DistributedContext) -> list[dict]:
     if not context.is_leader:
         logging.getLogger().setLevel(logging.WARNING)
-    roots = dict(r.split("=", 1) for r in opts.root)
-    caches = _named_paths("--feature_cache", opts.feature_cache, opts.test_sets)
-    given_sets = _named_paths("--candidate_sets", opts.candidate_sets, opts.test_sets)
+    caches = _named_paths("--feature_cache", opts.feature_cache)
+    given_sets = _named_paths("--candidate_sets", opts.candidate_sets,
+                              opts.test_sets[0] if len(opts.test_sets) == 1 else None)
     out_dir = Path(opts.output_dir)
     if context.is_leader:
         (out_dir / "captions").mkdir(parents=True, exist_ok=True)
@@ -201,8 +201,7 @@ def _evaluate(opts: EvalOptions, decode: DecodingOptions, sender_opts: SenderOpt
     datasets, encoded, encoded_by_other = {}, {}, {}
     for spec in opts.test_sets:
         eval_set, split = parse_eval_set(spec)
-        root = Path(roots.get(eval_set.name) or roots.get(eval_set.folder) or Path(opts.data_dir) / eval_set.folder)
-        records = eval_set.read(root, split)
+        records = eval_set.read(eval_set.root(opts.root, opts.data_dir), split)
         records = records[:opts.limit] if opts.limit else records
         cache = caches.get(spec) or caches.get(eval_set.name)
         if cache is not None:

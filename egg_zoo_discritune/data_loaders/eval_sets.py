@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from egg_zoo_discritune.data_loaders.coco import karpathy_records
 from egg_zoo_discritune.data_loaders.concadia import concadia_records
@@ -27,6 +27,11 @@ class EvalSet:
     split: str
     read: Callable[[Path, str], list[ImageRecord]]
     title: str
+
+    def root(self, roots: Sequence[str], data_dir: str) -> Path:
+        """Where the set lives: ``--root NAME=PATH`` by its name or its folder, else ``<data_dir>/<folder>``."""
+        given = dict(r.split("=", 1) for r in roots)
+        return Path(given.get(self.name) or given.get(self.folder) or Path(data_dir) / self.folder).expanduser()
 
 
 EVAL_SETS = {s.name: s for s in [

@@ -130,14 +130,14 @@ def _only_page(db, by_target: dict, only: str, sources: list[str], path: Path) -
     """The gallery page of the targets where only ``only``'s caption led its participant to the target."""
     chosen = [t for t in by_target.values() if t.get(only, {}).get("correct")
               and not any(t[s]["correct"] for s in sources if s != only and s in t)]
-    image_paths = dict(db.execute("SELECT id, source_path FROM images"))
-    image_ids = dict(db.execute("SELECT id, image_id FROM images"))
+    images = {row[0]: row[1:] for row in db.execute("SELECT id, source_path, image_id FROM images")}
     records, position = [], {}
 
     def at(image: int) -> int:
         if image not in position:
             position[image] = len(records)
-            records.append(ImageRecord(Path(image_paths[image]), image_ids[image]))
+            source_path, image_id = images[image]
+            records.append(ImageRecord(Path(source_path), image_id))
         return position[image]
 
     targets = [at(t[only]["target"]) for t in chosen]

@@ -89,9 +89,7 @@ def balanced_slots(targets: list[int], sources: list[str], per_participant: int)
 def build_study(opts: BuildOptions) -> Path:
     rng = random.Random(opts.seed)
     eval_set, split = parse_eval_set(opts.test_set)
-    roots = dict(r.split("=", 1) for r in opts.root)
-    root = Path(roots.get(eval_set.name) or roots.get(eval_set.folder) or Path(opts.data_dir) / eval_set.folder)
-    records = [r for r in eval_set.read(root.expanduser(), split) if r.path.is_file()]
+    records = [r for r in eval_set.read(eval_set.root(opts.root, opts.data_dir), split) if r.path.is_file()]
     ids = [str(r.image_id) for r in records]
     sources = dict(_captions_by_image(spec) for spec in opts.captions)
     if opts.human:
