@@ -2,8 +2,8 @@
 # The prepared check for a lent CUDA machine (under 8 minutes on one H100/H200): at batch 100 with every
 # caption forced to 30 tokens,
 #   1. the authors' update in fp32, as they ran it, then this package's on cached features in fp32, in fp32 with
-#      --compile, and with --precision auto (bf16 on compute capability >= 8.0): s/update, tokens/s, peak GPU
-#      memory, the first update's time (compiling included) (bench/speed.py);
+#      --compile, and with --precision auto (bf16 on compute capability >= 8.0) with and without --compile:
+#      s/update, tokens/s, peak GPU memory, the first update's time (compiling included) (bench/speed.py);
 #   2. 50 updates of `train --preset paper-coco --precision auto` on a random world in the real file formats
 #      (bench/random_world.py), wall time from launch to the exported captioner;
 #   3. the projection of the paper's COCO recipe (20 epochs x 1,132 updates) from the measured s/update.
@@ -39,7 +39,7 @@ else
 fi
 "$PY" bench/speed.py "${AUTHORS[@]}" --device "$DEVICE" --batch_sizes "$BATCH" "${TIMING[@]}" $TINY \
     --updates "this package, cached features, fp32" "this package, cached features, fp32, --compile" \
-    "this package, cached features, auto" \
+    "this package, cached features, auto" "this package, cached features, auto, --compile" \
     --out "$OUT/speed.json" 2>"$OUT/speed.log"
 "$PY" - "$OUT/speed.json" "$BATCH" <<'EOF'
 import json, sys
