@@ -363,7 +363,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         results["batches"][str(batch_size)] = timings
         authors = timings.get(AUTHORS, {}).get("median_s")
         for name, t in timings.items():
-            label = name.replace("auto", f"auto ({t['precision']})")
+            label = name.replace("auto", f"auto ({t['precision']})") if "auto" in name else name
             ratio = f"{authors / t['median_s']:.2f}" if authors else "-"
             spread = f"{min(t['per_update_s']):.2f}-{max(t['per_update_s']):.2f}"
             first = f"{t['first_update_s']:.1f}" if "first_update_s" in t else "-"
