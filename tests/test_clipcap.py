@@ -1,8 +1,11 @@
+import copy
+
 import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.activations import GELUTanh, NewGELUActivation
 
-from egg_zoo_discritune.archs.clipcap import build_clipcap, stop_token_ids
+from egg_zoo_discritune.archs.clipcap import build_clipcap, stop_token_ids, use_fused_gelu
 from egg_zoo_discritune.archs.decoding import caption_lengths
 from egg_zoo_discritune.archs.weights import MissingWeightsError
 from tests.tiny_assets import CLIP_DIM, GPT2_EMBED, clipcap_original_state_dict
@@ -125,6 +128,19 @@ def test_log_probs_equal_step_by_step_computation(tiny):
             expected_entropy = -(logp.exp() * logp).sum() if t < lengths[row] else torch.tensor(0.0)
             torch.testing.assert_close(token_logp[row, t], expected, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(entropy[row, t], expected_entropy, rtol=1e-4, atol=1e-5)
+
+
+def test_fused_gelu_computes_gpt2s_gelu_new():
+    torch.manual_seed(0)
+    original = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=16, n_embd=GPT2_EMBED, n_layer=2, n_head=2)).eval()
+    fused = copy.deepcopy(original)
+    use_fused_gelu(fused)
+    assert all(type(b.mlp.act) is NewGELUActivation for b in original.transformer.h)
+    assert all(type(b.mlp.act) is GELUTanh for b in fused.transformer.h)
+    x = 3 * torch.randn(10_000)
+    assert (NewGELUActivation()(x) - GELUTanh()(x)).abs().max() < 1e-6
+    ids = torch.randint(0, 50, (3, 12))
+    torch.testing.assert_close(fused(ids).logits, original(ids).logits, rtol=0, atol=1e-5)
 
 
 def test_sampling_and_lengths(tiny):

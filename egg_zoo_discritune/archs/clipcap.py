@@ -14,6 +14,7 @@ from typing import Optional
 import torch
 from torch import nn
 from transformers import AutoConfig, AutoTokenizer, GPT2LMHeadModel, PreTrainedTokenizerBase
+from transformers.activations import GELUTanh, NewGELUActivation
 
 from egg_zoo_discritune.archs.captioner import LanguageModelCaptioner
 from egg_zoo_discritune.archs.decoding import (caption_lengths, eos_normalised_log_prob, generate_options,
@@ -44,6 +45,16 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase, rule: str) -> list[int]:
     return sorted(ids)
 
 
+def use_fused_gelu(gpt: GPT2LMHeadModel) -> None:
+    """GPT-2's ``gelu_new`` written as five tensor ops (pow, mul, add, tanh, mul) is the same function as
+    torch's fused ``gelu(approximate="tanh")`` (HF's ``gelu_pytorch_tanh``; in fp32 they differ by one rounding step at most);
+    the fused one is 3x faster forward and backward, keeps one activation instead of five for the
+    backward pass, and in bf16 rounds once instead of after every op."""
+    for block in gpt.transformer.h:
+        if type(block.mlp.act) is NewGELUActivation:
+            block.mlp.act = GELUTanh()
+
+
 class ClipCapSender(LanguageModelCaptioner):
     """A ``Captioner`` reading CLIP image features: ``generate`` (no grad), ``log_probs`` (teacher-forced)."""
 
@@ -52,6 +63,7 @@ class ClipCapSender(LanguageModelCaptioner):
     def __init__(self, gpt: GPT2LMHeadModel, clip_project: nn.Module, tokenizer: PreTrainedTokenizerBase,
                  stop_rule: str = "any_period", trainable: str = "all", dropout: bool = False):
         super().__init__(tokenizer, dropout)
+        use_fused_gelu(gpt)
         self.gpt = gpt
         self.clip_project = clip_project
         self.stop_ids = stop_token_ids(tokenizer, stop_rule)

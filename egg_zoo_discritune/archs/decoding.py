@@ -26,8 +26,10 @@ def caption_lengths(tokens: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
     return first
 
 
-# Rows of [N, V] logits handled at once by the fused path: ~256 MB of fp32 temporaries at most.
-_CHUNK_ELEMENTS = 2**26
+# Rows of [N, V] logits handled at once by the fused path: ~8 MB of fp32 per temporary, so the passes over
+# a chunk stay in the CPU's cache and reuse the allocator's memory; chunks of 256 MB (2**26 elements),
+# mapped anew each time, spent most of their time in page faults (bench/README.md).
+_CHUNK_ELEMENTS = 2**21
 
 
 def _row_chunks(n_rows: int, vocab: int) -> list[slice]:
@@ -36,34 +38,32 @@ def _row_chunks(n_rows: int, vocab: int) -> list[slice]:
 
 
 class _TokenLogProb(torch.autograd.Function):
-    """``log_softmax(logits).gather(tokens)`` and the entropy without a [N, V] log-softmax: the forward
-    keeps only the logits (which the LM head made anyway) and the log-normaliser [N], and gets the
-    entropy (no gradient) from the same pass; the backward writes ``g * (onehot - softmax)`` in one
-    pass. Chunk by chunk, in fp32."""
+    """``log_softmax(logits).gather(tokens)`` and the entropy without keeping a [N, V] log-softmax: the
+    forward keeps only the logits (which the LM head made anyway) and gets the entropy (no gradient)
+    from the same chunk; the backward recomputes the softmax and writes ``g * (onehot - softmax)``.
+    Chunk by chunk, in fp32, with torch's fused (log-)softmax kernels."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        lse, entropy = torch.empty(2, logits.size(0), device=logits.device)
+        token_logp, entropy = torch.empty(2, logits.size(0), device=logits.device)
         with torch.autocast(logits.device.type, enabled=False):  # fp32 here even inside a bf16 step
             for c in _row_chunks(*logits.shape):
                 chunk = logits[c].float()
-                top = chunk.max(-1, keepdim=True).values
-                unnormalised = (chunk - top).exp_()  # softmax * total
-                total = unnormalised.sum(-1)
-                lse[c] = top.squeeze(-1) + total.log()
-                # H = lse - E_p[logit]
-                entropy[c] = lse[c] - torch.bmm(unnormalised.unsqueeze(1), chunk.unsqueeze(2)).view(-1) / total
-        ctx.save_for_backward(logits, tokens, lse)
+                logp = chunk.log_softmax(-1)
+                token_logp[c] = logp.gather(-1, tokens[c].unsqueeze(-1)).squeeze(-1)
+                entropy[c] = -(chunk.softmax(-1).mul_(logp)).sum(-1)
+        ctx.save_for_backward(logits, tokens)
         ctx.mark_non_differentiable(entropy)
-        return logits.gather(-1, tokens.unsqueeze(-1)).squeeze(-1).float() - lse, entropy
+        return token_logp, entropy
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor, _entropy_grad: torch.Tensor):
-        logits, tokens, lse = ctx.saved_tensors
+        logits, tokens = ctx.saved_tensors
         grad_logits = torch.empty_like(logits)
         for c in _row_chunks(*logits.shape):
-            grad_logits[c] = (logits[c].float() - lse[c, None]).exp_().mul_(-grad[c, None])
-        grad_logits.scatter_add_(-1, tokens.unsqueeze(-1), grad.unsqueeze(-1).to(logits.dtype))
+            chunk = logits[c].softmax(-1, dtype=torch.float32).mul_(-grad[c, None])
+            # on the fp32 chunk: a scatter into bf16 logits would copy all of them to fp32 and back
+            grad_logits[c] = chunk.scatter_add_(-1, tokens[c].unsqueeze(-1), grad[c].unsqueeze(-1))
         return grad_logits, None
 
 
