@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -29,6 +30,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Optional
 
+import egg_zoo_discritune  # noqa: F401  # first, as in the package's commands: it sets torch's allocator up
 import torch
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer, GPT2Config, GPT2LMHeadModel,
@@ -51,6 +53,7 @@ from egg_zoo_discritune.train import build_optimizer
 
 HARNESS = Path(__file__).parent / "peer" / "bench_reference.py"
 AUTHORS = "authors' code (de1e383), fp32"
+AUTHORS_THP = "authors' code (de1e383), fp32, THP_MEM_ALLOC_ENABLE=1"
 UPDATES = {  # name: (input, --precision, --compile)
     "this package, pixels, fp32": ("pixels", "fp32", False),
     "this package, cached features, fp32": ("cached", "fp32", False),
@@ -265,9 +268,9 @@ def worker(args: argparse.Namespace) -> None:
     print("RESULT " + json.dumps(result))
 
 
-def run_result(command: list[str], what: str) -> dict:
+def run_result(command: list[str], what: str, env: Optional[dict] = None) -> dict:
     """The JSON after the last ``RESULT`` line of a benchmark process."""
-    done = subprocess.run(command, capture_output=True, text=True)
+    done = subprocess.run(command, capture_output=True, text=True, env=env)
     lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
     if done.returncode != 0 or not lines:
         raise RuntimeError(f"{what} failed (exit {done.returncode}):\n{done.stdout[-1500:]}\n{done.stderr[-2500:]}")
@@ -287,11 +290,16 @@ def measure(args: argparse.Namespace, name: str, batch_size: int, profile: bool 
     return run_result(command + (["--profile"] if profile else []), f"{name}, batch {batch_size}")
 
 
-def measure_authors(args: argparse.Namespace, batch_size: int) -> dict:
+def measure_authors(args: argparse.Namespace, batch_size: int, huge_pages: bool = False) -> dict:
+    """The harness in the environment the authors ran in: without the huge-page setting this package's import
+    put into this process's environment, unless ``huge_pages`` (the same allocator setting, for comparison)."""
     command = [args.peer_python, str(HARNESS), "--ref", args.ref, "-b", str(batch_size), "-n", str(args.repeats),
                "--warmup", str(args.warmup), "--anomaly", "off", "--threads", str(args.threads), "--max-len",
                str(args.max_len + PREFIX_LENGTH), "--gpt2-tokenizer-dir", args.gpt2_tokenizer_dir]
-    result = run_result(command, f"{AUTHORS}, batch {batch_size}")
+    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+    if huge_pages:
+        env["THP_MEM_ALLOC_ENABLE"] = "1"
+    result = run_result(command, f"{AUTHORS_THP if huge_pages else AUTHORS}, batch {batch_size}", env)
     if result["max_caption_tokens"] != args.max_len or result["rows_stopped_early"]:
         raise RuntimeError(f"the authors' captions were not all {args.max_len} tokens: {result['caption_tokens']}")
     return result
@@ -331,6 +339,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="where this package's update runs (the authors' code takes CUDA when present)")
+    parser.add_argument("--authors_huge_pages", action="store_true",
+                        help="also time the authors' code with the allocator setting this package makes "
+                             "(THP_MEM_ALLOC_ENABLE=1), as a row of its own; ratios stay against their code as run")
     parser.add_argument("--tiny", action="store_true", help="two narrow layers per model instead of the full sizes "
                                                             "(a dry run of the script, not a measurement)")
     parser.add_argument("--profile", action="store_true", help="also time the parts of this package's updates (and "
@@ -359,6 +370,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             "|---|---|---|---|---|---|"]
     for batch_size in args.batch_sizes:
         timings = {AUTHORS: measure_authors(args, batch_size)} if args.ref else {}
+        if args.ref and args.authors_huge_pages:
+            timings[AUTHORS_THP] = measure_authors(args, batch_size, huge_pages=True)
         timings.update({name: measure(args, name, batch_size) for name in args.updates})
         results["batches"][str(batch_size)] = timings
         authors = timings.get(AUTHORS, {}).get("median_s")
