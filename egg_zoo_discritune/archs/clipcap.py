@@ -47,9 +47,9 @@ def stop_token_ids(tokenizer: PreTrainedTokenizerBase, rule: str) -> list[int]:
 
 def use_fused_gelu(gpt: GPT2LMHeadModel) -> None:
     """GPT-2's ``gelu_new`` written as five tensor ops (pow, mul, add, tanh, mul) is the same function as
-    torch's fused ``gelu(approximate="tanh")`` (HF's ``gelu_pytorch_tanh``; in fp32 they differ by one rounding step at most);
-    the fused one is 3x faster forward and backward, keeps one activation instead of five for the
-    backward pass, and in bf16 rounds once instead of after every op."""
+    torch's fused ``gelu(approximate="tanh")`` (HF's ``gelu_pytorch_tanh``; in fp32 they differ by one
+    rounding step at most); the fused one is 3x faster forward and backward, keeps one activation instead
+    of five for the backward pass, and in bf16 rounds once instead of after every op."""
     for block in gpt.transformer.h:
         if type(block.mlp.act) is NewGELUActivation:
             block.mlp.act = GELUTanh()
