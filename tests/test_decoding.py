@@ -58,6 +58,18 @@ def test_bf16_logits_keep_their_dtype_and_give_fp32_log_probs():
     torch.testing.assert_close(token_logp.double(), expected, atol=1e-5, rtol=1e-5)
 
 
+def test_bf16_gradient_is_accurate_where_the_token_is_almost_certain():
+    """The token's entry g * (1 - p) with p = 0.999: computed from "p - 1" in bf16 it would be 0 or 2x off."""
+    logits = torch.zeros(2, 1, 50)
+    logits[:, 0, 7] = 10.8  # p(token 7) ~ 0.999 over 50 entries
+    tokens, lengths = torch.tensor([[7], [3]]), torch.tensor([1, 1])
+    bf16 = logits.bfloat16().requires_grad_()
+    token_log_probs(bf16, tokens, lengths)[0].sum().backward()
+    reference = bf16.detach().double().requires_grad_()
+    log_softmax_reference(reference, tokens, lengths, 1.0)[0].sum().backward()
+    torch.testing.assert_close(bf16.grad.double(), reference.grad, rtol=1e-2, atol=1e-6)
+
+
 def test_inside_bf16_autocast_the_entropy_stays_fp32_accurate():
     torch.manual_seed(3)
     logits = 4 * torch.randn(2, 3, 101)

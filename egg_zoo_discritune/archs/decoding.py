@@ -26,9 +26,9 @@ def caption_lengths(tokens: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
     return first
 
 
-# Rows of [N, V] logits handled at once by the fused path: ~8 MB of fp32 per temporary, so the passes over
-# a chunk stay in the CPU's cache and reuse the allocator's memory; chunks of 256 MB (2**26 elements),
-# mapped anew each time, spent most of their time in page faults (bench/README.md).
+# Rows of [N, V] logits handled at once: ~8 MB of fp32 per buffer, so the passes over a chunk stay in the
+# CPU's cache. The buffers are made once per call and written with ``out=``: a fresh 8 MB tensor per op
+# cost more in page faults than the op itself (bench/README.md).
 _CHUNK_ELEMENTS = 2**21
 
 
@@ -40,30 +40,38 @@ def _row_chunks(n_rows: int, vocab: int) -> list[slice]:
 class _TokenLogProb(torch.autograd.Function):
     """``log_softmax(logits).gather(tokens)`` and the entropy without keeping a [N, V] log-softmax: the
     forward keeps only the logits (which the LM head made anyway) and gets the entropy (no gradient)
-    from the same chunk; the backward recomputes the softmax and writes ``g * (onehot - softmax)``.
-    Chunk by chunk, in fp32, with torch's fused (log-)softmax kernels."""
+    from the same fp32 chunk; the backward writes the softmax straight into the gradient, scales it in
+    place and sets each row's token entry to ``g * (1 - p)`` from the saved log-prob."""
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         token_logp, entropy = torch.empty(2, logits.size(0), device=logits.device)
+        chunks = _row_chunks(*logits.shape)
+        logp, work = torch.empty(2, chunks[0].stop - chunks[0].start, logits.size(1), device=logits.device)
         with torch.autocast(logits.device.type, enabled=False):  # fp32 here even inside a bf16 step
-            for c in _row_chunks(*logits.shape):
-                chunk = logits[c].float()
-                logp = chunk.log_softmax(-1)
-                token_logp[c] = logp.gather(-1, tokens[c].unsqueeze(-1)).squeeze(-1)
-                entropy[c] = -(chunk.softmax(-1).mul_(logp)).sum(-1)
-        ctx.save_for_backward(logits, tokens)
+            for c in chunks:
+                x = logits[c]
+                n = x.size(0)
+                if x.dtype != torch.float32:
+                    x = work[:n].copy_(x)
+                torch.log_softmax(x, -1, out=logp[:n])
+                torch.gather(logp[:n], -1, tokens[c].unsqueeze(-1), out=token_logp[c].unsqueeze(-1))
+                torch.sum(torch.exp(logp[:n], out=work[:n]).mul_(logp[:n]), -1, out=entropy[c]).neg_()
+        ctx.save_for_backward(logits, tokens, token_logp)
         ctx.mark_non_differentiable(entropy)
         return token_logp, entropy
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor, _entropy_grad: torch.Tensor):
-        logits, tokens = ctx.saved_tensors
+        logits, tokens, token_logp = ctx.saved_tensors
         grad_logits = torch.empty_like(logits)
-        for c in _row_chunks(*logits.shape):
-            chunk = logits[c].softmax(-1, dtype=torch.float32).mul_(-grad[c, None])
-            # on the fp32 chunk: a scatter into bf16 logits would copy all of them to fp32 and back
-            grad_logits[c] = chunk.scatter_add_(-1, tokens[c].unsqueeze(-1), grad[c].unsqueeze(-1))
+        neg_grad = grad.neg().to(logits.dtype).unsqueeze(-1)
+        with torch.autocast(logits.device.type, enabled=False):
+            for c in _row_chunks(*logits.shape):
+                torch.softmax(logits[c], -1, out=grad_logits[c]).mul_(neg_grad[c])
+            # 1 - p = -expm1(log p) in fp32: exact where p is near 1, where a bf16 "p - 1" would lose it all
+            rows = torch.arange(logits.size(0), device=logits.device)
+            grad_logits[rows, tokens] = (grad * -torch.expm1(token_logp)).to(logits.dtype)
         return grad_logits, None
 
 
