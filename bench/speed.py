@@ -30,7 +30,6 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Optional
 
-import egg_zoo_discritune  # noqa: F401  # first, as in the package's commands: it sets torch's allocator up
 import torch
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer, GPT2Config, GPT2LMHeadModel,
@@ -41,6 +40,7 @@ from egg_zoo_discritune.archs.clipcap import ClipCapSender
 from egg_zoo_discritune.archs.mappers import MLPMapper
 from egg_zoo_discritune.captioning import encode_images, write_captions
 from egg_zoo_discritune.compiled import compile_or_eager
+from egg_zoo_discritune.cpu_allocator import glibc_environment
 from egg_zoo_discritune.data_loaders.images import ImageRecord, ImageRecordsDataset
 from egg_zoo_discritune.engine.baselines import MeanBaseline
 from egg_zoo_discritune.engine.interaction import LoggingStrategy
@@ -53,7 +53,7 @@ from egg_zoo_discritune.train import build_optimizer
 
 HARNESS = Path(__file__).parent / "peer" / "bench_reference.py"
 AUTHORS = "authors' code (de1e383), fp32"
-AUTHORS_THP = "authors' code (de1e383), fp32, THP_MEM_ALLOC_ENABLE=1"
+AUTHORS_KEPT = "authors' code (de1e383), fp32, freed memory kept (MALLOC_MMAP_MAX_=0, MALLOC_TRIM_THRESHOLD_)"
 UPDATES = {  # name: (input, --precision, --compile)
     "this package, pixels, fp32": ("pixels", "fp32", False),
     "this package, cached features, fp32": ("cached", "fp32", False),
@@ -290,16 +290,14 @@ def measure(args: argparse.Namespace, name: str, batch_size: int, profile: bool 
     return run_result(command + (["--profile"] if profile else []), f"{name}, batch {batch_size}")
 
 
-def measure_authors(args: argparse.Namespace, batch_size: int, huge_pages: bool = False) -> dict:
-    """The harness in the environment the authors ran in: without the huge-page setting this package's import
-    put into this process's environment, unless ``huge_pages`` (the same allocator setting, for comparison)."""
+def measure_authors(args: argparse.Namespace, batch_size: int, keep_freed_memory: bool = False) -> dict:
+    """The harness as the authors ran: glibc's default malloc (their process does not import this package),
+    unless ``keep_freed_memory`` (the setting this package makes, through glibc's environment variables)."""
     command = [args.peer_python, str(HARNESS), "--ref", args.ref, "-b", str(batch_size), "-n", str(args.repeats),
                "--warmup", str(args.warmup), "--anomaly", "off", "--threads", str(args.threads), "--max-len",
                str(args.max_len + PREFIX_LENGTH), "--gpt2-tokenizer-dir", args.gpt2_tokenizer_dir]
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
-    if huge_pages:
-        env["THP_MEM_ALLOC_ENABLE"] = "1"
-    result = run_result(command, f"{AUTHORS_THP if huge_pages else AUTHORS}, batch {batch_size}", env)
+    env = {**os.environ, **(glibc_environment() if keep_freed_memory else {})}
+    result = run_result(command, f"{AUTHORS_KEPT if keep_freed_memory else AUTHORS}, batch {batch_size}", env)
     if result["max_caption_tokens"] != args.max_len or result["rows_stopped_early"]:
         raise RuntimeError(f"the authors' captions were not all {args.max_len} tokens: {result['caption_tokens']}")
     return result
@@ -339,9 +337,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
                         help="where this package's update runs (the authors' code takes CUDA when present)")
-    parser.add_argument("--authors_huge_pages", action="store_true",
-                        help="also time the authors' code with the allocator setting this package makes "
-                             "(THP_MEM_ALLOC_ENABLE=1), as a row of its own; ratios stay against their code as run")
+    parser.add_argument("--authors_keep_freed_memory", action="store_true",
+                        help="also time the authors' code with the malloc setting this package makes (freed memory "
+                             "kept for reuse; egg_zoo_discritune/cpu_allocator.py), as a row of its own; ratios stay "
+                             "against their code as run")
     parser.add_argument("--tiny", action="store_true", help="two narrow layers per model instead of the full sizes "
                                                             "(a dry run of the script, not a measurement)")
     parser.add_argument("--profile", action="store_true", help="also time the parts of this package's updates (and "
@@ -370,8 +369,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             "|---|---|---|---|---|---|"]
     for batch_size in args.batch_sizes:
         timings = {AUTHORS: measure_authors(args, batch_size)} if args.ref else {}
-        if args.ref and args.authors_huge_pages:
-            timings[AUTHORS_THP] = measure_authors(args, batch_size, huge_pages=True)
+        if args.ref and args.authors_keep_freed_memory:
+            timings[AUTHORS_KEPT] = measure_authors(args, batch_size, keep_freed_memory=True)
         timings.update({name: measure(args, name, batch_size) for name in args.updates})
         results["batches"][str(batch_size)] = timings
         authors = timings.get(AUTHORS, {}).get("median_s")

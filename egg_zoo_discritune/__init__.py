@@ -1,11 +1,8 @@
 """DiscriTune for EGG: discriminative finetuning of image captioners against a frozen retriever."""
 
-import os
+from egg_zoo_discritune.cpu_allocator import keep_freed_memory
 
-# torch's CPU allocator backs allocations of 2 MB and more with transparent huge pages when this is set
-# before torch first allocates (it reads it once). An update allocates GBs of short-lived logits and
-# activations; with 4 KB pages each is faulted in anew (24 bf16 products of the LM head's size: 3.2 s of
-# kernel time beside 8.8 s of user time; bench/README.md). Linux only; THP_MEM_ALLOC_ENABLE=0 turns it off.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+# Process-wide, at import, so every entry point and bench gets it; DISCRITUNE_KEEP_FREED_MEMORY=0 turns it off.
+keep_freed_memory()
 
 __version__ = "0.1.0"

@@ -1,6 +1,7 @@
 """What an installed package gives: the wheel (a normal, non-editable install) holds every module and the .pth that
-makes ``egg.zoo.discritune`` importable; importing it sets torch's allocator up."""
+makes ``egg.zoo.discritune`` importable; importing it sets the C allocator up."""
 
+import ctypes
 import os
 import shutil
 import subprocess
@@ -29,11 +30,29 @@ def test_wheel_contains_every_module_and_the_alias_pth(tmp_path):
     assert "egg_zoo_discritune.pth" in names
 
 
-@pytest.mark.parametrize("setting, expected", [(None, "1"), ("0", "0")])
-def test_importing_the_package_turns_on_huge_pages_for_torchs_allocator_unless_told_otherwise(setting, expected):
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
+MALLINFO = """
+import ctypes, egg_zoo_discritune, torch
+class Info(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+before = libc.mallinfo2().hblks
+x = torch.empty(2**25)  # 128 MB: glibc would mmap it by default
+during = libc.mallinfo2().hblks
+del x
+print(during - before, libc.mallinfo2().fordblks >> 20)
+"""
+
+
+@pytest.mark.skipif(not hasattr(ctypes.CDLL(None), "mallinfo2"), reason="needs glibc >= 2.33")
+@pytest.mark.parametrize("setting", [None, "0"])
+def test_importing_the_package_keeps_freed_memory_in_the_heap_unless_told_otherwise(setting):
+    env = {k: v for k, v in os.environ.items() if k != "DISCRITUNE_KEEP_FREED_MEMORY"}
     if setting is not None:
-        env["THP_MEM_ALLOC_ENABLE"] = setting
-    code = "import os, egg_zoo_discritune, torch; torch.ones(2**20); print(os.environ['THP_MEM_ALLOC_ENABLE'])"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert done.stdout.strip() == expected
+        env["DISCRITUNE_KEEP_FREED_MEMORY"] = setting
+    done = subprocess.run([sys.executable, "-c", MALLINFO], capture_output=True, text=True, env=env, check=True)
+    new_mmaps, free_in_heap_mb = map(int, done.stdout.split())
+    if setting is None:  # from the heap, and kept there once freed
+        assert new_mmaps == 0 and free_in_heap_mb >= 128
+    else:  # glibc's default: its own mapping, handed back on free
+        assert new_mmaps == 1 and free_in_heap_mb < 128
