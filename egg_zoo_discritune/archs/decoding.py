@@ -37,6 +37,19 @@ def _row_chunks(n_rows: int, vocab: int) -> list[slice]:
     return [slice(i, i + step) for i in range(0, n_rows, step)]
 
 
+def _chunk_log_softmax(x: torch.Tensor, buffers: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """fp32 log-softmax and softmax of a chunk of rows, in ``buffers`` [2, rows, V] when given. Under
+    ``torch.compile`` there are none: Inductor plans its own memory, and ``out=`` fails on symbolic shapes."""
+    if buffers is None:
+        logp = x.float().log_softmax(-1)
+        return logp, logp.exp()
+    logp, work = buffers[:, :x.size(0)]
+    if x.dtype != torch.float32:
+        x = work.copy_(x)
+    torch.log_softmax(x, -1, out=logp)
+    return logp, torch.exp(logp, out=work)
+
+
 class _TokenLogProb(torch.autograd.Function):
     """``log_softmax(logits).gather(tokens)`` and the entropy without keeping a [N, V] log-softmax: the
     forward keeps only the logits (which the LM head made anyway) and gets the entropy (no gradient)
@@ -47,16 +60,13 @@ class _TokenLogProb(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         token_logp, entropy = torch.empty(2, logits.size(0), device=logits.device)
         chunks = _row_chunks(*logits.shape)
-        logp, work = torch.empty(2, chunks[0].stop - chunks[0].start, logits.size(1), device=logits.device)
+        buffers = None if torch.compiler.is_compiling() else torch.empty(
+            2, chunks[0].stop - chunks[0].start, logits.size(1), device=logits.device)
         with torch.autocast(logits.device.type, enabled=False):  # fp32 here even inside a bf16 step
             for c in chunks:
-                x = logits[c]
-                n = x.size(0)
-                if x.dtype != torch.float32:
-                    x = work[:n].copy_(x)
-                torch.log_softmax(x, -1, out=logp[:n])
-                torch.gather(logp[:n], -1, tokens[c].unsqueeze(-1), out=token_logp[c].unsqueeze(-1))
-                torch.sum(torch.exp(logp[:n], out=work[:n]).mul_(logp[:n]), -1, out=entropy[c]).neg_()
+                logp, p = _chunk_log_softmax(logits[c], buffers)
+                token_logp[c] = logp.gather(-1, tokens[c].unsqueeze(-1)).squeeze(-1)
+                entropy[c] = -p.mul_(logp).sum(-1)
         ctx.save_for_backward(logits, tokens, token_logp)
         ctx.mark_non_differentiable(entropy)
         return token_logp, entropy
@@ -68,7 +78,10 @@ class _TokenLogProb(torch.autograd.Function):
         neg_grad = grad.neg().to(logits.dtype).unsqueeze(-1)
         with torch.autocast(logits.device.type, enabled=False):
             for c in _row_chunks(*logits.shape):
-                torch.softmax(logits[c], -1, out=grad_logits[c]).mul_(neg_grad[c])
+                if torch.compiler.is_compiling():
+                    grad_logits[c] = logits[c].softmax(-1).mul_(neg_grad[c])
+                else:
+                    torch.softmax(logits[c], -1, out=grad_logits[c]).mul_(neg_grad[c])
             # 1 - p = -expm1(log p) in fp32: exact where p is near 1, where a bf16 "p - 1" would lose it all
             rows = torch.arange(logits.size(0), device=logits.device)
             grad_logits[rows, tokens] = (grad * -torch.expm1(token_logp)).to(logits.dtype)
