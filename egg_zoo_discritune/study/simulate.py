@@ -33,7 +33,9 @@ def free_port() -> int:
 def running(app, host: str = "127.0.0.1", port: Optional[int] = None) -> Iterator[str]:
     """Serves ``app`` with uvicorn in a thread; yields its base URL and stops it on exit."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    # A participant's connection idles while the chooser runs; uvicorn's default 5 s keep-alive could close it
+    # just as the next request goes out ("Server disconnected"), so it outlasts the client's 60 s timeout.
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning", timeout_keep_alive=75))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
