@@ -35,7 +35,8 @@ log = logging.getLogger("discritune")
 # Bumped whenever the build's output changes, so a cached world is rebuilt instead of silently differing from a
 # fresh one. 2: the fused teacher-forced log-probs round ClipCap's pretraining differently (2026-12-01).
 # 3: ClipCap's GPT-2 runs torch's fused tanh GELU and the log-probs use torch's (log-)softmax kernels (2026-12-05).
-VERSION = 3
+# 4: the log-probs' backward sets the token's entry to g * (1 - p) from the saved log-prob (2026-12-05).
+VERSION = 4
 DEFAULT_DIR = "~/.cache/discritune/toyworld"
 # clip_ood: out-of-domain images only the retriever is trained on, as CLIP saw far more than COCO.
 SPLITS = ("train", "val", "test", "ood", "clip_ood")
