@@ -1,3 +1,5 @@
+import signal
+
 import pytest
 import torch
 from torch import nn
@@ -143,3 +145,17 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
         atomic_save({"a": Unpicklable()}, tmp_path / "ok.tar")
     assert [p.name for p in tmp_path.iterdir()] == ["ok.tar"]
     assert torch.equal(torch.load(tmp_path / "ok.tar", weights_only=True)["a"], torch.ones(1))
+
+
+def test_ctrl_c_during_a_save_comes_after_the_file_is_in_place(tmp_path):
+    class InterruptsWhilePickled:
+        def __reduce__(self):
+            signal.raise_signal(signal.SIGINT)  # as a Ctrl-C halfway through torch.save
+            return dict, ((("b", 2),),)
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_save({"a": torch.ones(1), "b": InterruptsWhilePickled()}, tmp_path / "ok.tar")
+    assert [p.name for p in tmp_path.iterdir()] == ["ok.tar"]
+    saved = torch.load(tmp_path / "ok.tar", weights_only=False)
+    assert torch.equal(saved["a"], torch.ones(1)) and saved["b"] == {"b": 2}
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

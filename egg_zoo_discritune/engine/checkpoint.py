@@ -8,12 +8,15 @@ reads back.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 
@@ -22,15 +25,34 @@ from egg_zoo_discritune.engine.distributed import all_gather_lists, current_cont
 from egg_zoo_discritune.torch_files import load_torch_file
 
 
+@contextlib.contextmanager
+def sigint_held() -> Iterator[None]:
+    """Hold Ctrl-C until the block ends, then raise it: a ``KeyboardInterrupt`` inside ``torch.save``
+    makes its zip writer fail on exit with a ``RuntimeError`` that hides the interrupt, and loses the save."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread receives signals
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        signal.raise_signal(signal.SIGINT)  # to the handler that was there: KeyboardInterrupt, by default
+
+
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file."""
+    """``torch.save`` to a temporary file in the same folder, then rename: never a half-written file.
+    A Ctrl-C during the write takes effect once the file is in place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        with open(tmp, "wb") as f:  # a file object, so the archive's inner name is not the random temporary one
-            torch.save(obj, f)
-        os.replace(tmp, path)
+        with sigint_held():
+            with open(tmp, "wb") as f:  # a file object, so the archive's inner name is not the random temporary one
+                torch.save(obj, f)
+            os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
