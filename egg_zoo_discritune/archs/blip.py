@@ -16,7 +16,8 @@ from torch import nn
 from transformers import AutoProcessor, BlipForConditionalGeneration, PreTrainedTokenizerBase
 
 from egg_zoo_discritune.archs.captioner import LanguageModelCaptioner
-from egg_zoo_discritune.archs.decoding import caption_lengths, generate_options, token_log_probs
+from egg_zoo_discritune.archs.decoding import caption_lengths, generate_options, generation_rows, token_log_probs
+from egg_zoo_discritune.archs.packed_weights import packed_linears
 from egg_zoo_discritune.archs.weights import cpu_state_dict, load_state_dict_file, pretrained_or_error
 
 
@@ -56,11 +57,12 @@ class BlipSender(LanguageModelCaptioner):
         """Caption token ids ``[B, T]`` after the prompt, padded, and their lengths ([SEP] included)."""
         embeds = self._image_embeds(pixels)
         prompt = self._prompt(pixels.size(0))
-        out = self.model.text_decoder.generate(
-            input_ids=prompt, encoder_hidden_states=embeds,
-            encoder_attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
-            eos_token_id=self.eos_id, pad_token_id=self.pad_id, max_new_tokens=max_new_tokens,
-            **generate_options(mode, num_beams, temperature))
+        with packed_linears(self.model.text_decoder, generation_rows(pixels.size(0), mode, num_beams)):
+            out = self.model.text_decoder.generate(
+                input_ids=prompt, encoder_hidden_states=embeds,
+                encoder_attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
+                eos_token_id=self.eos_id, pad_token_id=self.pad_id, max_new_tokens=max_new_tokens,
+                **generate_options(mode, num_beams, temperature))
         tokens = out[:, prompt.size(1):]
         return tokens, caption_lengths(tokens, [self.eos_id])
 

@@ -18,8 +18,9 @@ from transformers.activations import GELUTanh, NewGELUActivation
 
 from egg_zoo_discritune.archs.captioner import LanguageModelCaptioner
 from egg_zoo_discritune.archs.decoding import (caption_lengths, eos_normalised_log_prob, generate_options,
-                                               token_log_probs)
+                                               generation_rows, token_log_probs)
 from egg_zoo_discritune.archs.mappers import MLPMapper, TransformerMapper
+from egg_zoo_discritune.archs.packed_weights import packed_linears
 from egg_zoo_discritune.archs.weights import cpu_state_dict, load_state_dict_file, pretrained_or_error
 
 # Causal-mask buffers that transformers ~4.10 saved in every GPT-2 block; newer versions do not.
@@ -95,12 +96,13 @@ class ClipCapSender(LanguageModelCaptioner):
                  num_beams: int = 5, temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Captions as token ids ``[B, T]`` padded with EOS, and their lengths (the stop token included)."""
         prefix = self.prefix(features)
-        tokens = self.gpt.generate(
-            inputs_embeds=prefix,
-            attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
-            max_new_tokens=max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
-            **generate_options(mode, num_beams, temperature),
-        )
+        with packed_linears(self.gpt, generation_rows(prefix.size(0), mode, num_beams)):
+            tokens = self.gpt.generate(
+                inputs_embeds=prefix,
+                attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device),
+                max_new_tokens=max_new_tokens, eos_token_id=self.stop_ids, pad_token_id=self.pad_id,
+                **generate_options(mode, num_beams, temperature),
+            )
         return tokens, caption_lengths(tokens, self.stop_ids)
 
     def log_probs(self, features: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,

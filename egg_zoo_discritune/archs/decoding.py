@@ -19,6 +19,11 @@ def generate_options(mode: str, num_beams: int = 5, temperature: float = 1.0) ->
     raise ValueError(f"unknown decoding mode {mode!r}; expected one of {DECODING_MODES}")
 
 
+def generation_rows(batch: int, mode: str, num_beams: int = 5) -> int:
+    """Rows of each step's products: one per caption, or per beam."""
+    return batch * num_beams if mode == "beam" else batch
+
+
 def caption_lengths(tokens: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
     """Length up to and including the first stop token; the full width when there is none."""
     is_stop = torch.isin(tokens, torch.tensor(stop_ids, device=tokens.device))
