@@ -32,8 +32,8 @@ MIN_SPEEDUP = 1.1  # packing must beat torch's product by this factor on the pro
 def packed_speedup(dtype: torch.dtype, rows: int = 20, repeats: int = 3) -> float:
     """torch's ``addmm`` time over the packed oneDNN product's, best of ``repeats`` each, at GPT-2's MLP
     size for one generation step of 20 captions ([20, 768] x [768, 3072]); ~20 ms."""
-    x, weight = torch.randn(rows, 768, dtype=dtype), torch.randn(768, 3072, dtype=dtype)
-    bias = torch.randn(3072, dtype=dtype)
+    rng = torch.Generator().manual_seed(0)  # not the global one: a run's random stream must not see the probe
+    x, weight, bias = (torch.randn(*shape, generator=rng).to(dtype) for shape in ((rows, 768), (768, 3072), (3072,)))
     packed = _pack(weight.t(), rows)
 
     def best(product: Callable[[], torch.Tensor]) -> float:
