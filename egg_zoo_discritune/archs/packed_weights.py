@@ -3,7 +3,7 @@
 Generation runs its 30 steps through every weight of the language model with few rows per product (one per
 caption, or per beam). torch computes a CPU fp32 ``addmm`` with MKL's sgemm, which on the 2-core AMD EPYC
 (Zen 4) of bench/README.md reaches 50-90 GFLOP/s at 20-100 rows: 28 ms for GPT-2's LM head on 20 captions,
-where oneDNN with the weight reordered once to its blocked layout takes 11 ms (2.1-2.6x on every GPT-2
+where oneDNN with the weight reordered once to its blocked layout takes 11 ms (1.9-2.6x on every GPT-2
 product at 20 rows, 1.4-2.3x at 100; in bf16 1.1-1.7x). Packing GPT-2 small costs ~0.1 s per call, repaid
 within the first steps. Where oneDNN is not faster (MKL is tuned for Intel CPUs) a startup probe keeps
 torch's own products. The values are the same products in the same precision; only the order of the
