@@ -30,21 +30,23 @@ def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> set[str]:
     return {flag for line in text.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
+def best_seconds(product: Callable[[], object], repeats: int) -> float:
+    """The fastest of ``repeats`` timed calls of ``product``, after one untimed warm-up call."""
+    product()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        product()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
 def bf16_matmul_speedup(repeats: int = 3) -> float:
     """fp32 time over bf16 time of one CPU matrix product of ClipCap's size (GPT-2's MLP on 20 captions of
     30 tokens: [600, 768] x [768, 3072]), the best of ``repeats`` each; about 0.1 s where bf16 is native."""
     x, w = torch.randn(600, 768), torch.randn(3072, 768)
-
-    def best(a: torch.Tensor, b: torch.Tensor) -> float:
-        F.linear(a, b)  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            F.linear(a, b)
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    return best(x, w) / best(x.bfloat16(), w.bfloat16())
+    x16, w16 = x.bfloat16(), w.bfloat16()
+    return best_seconds(lambda: F.linear(x, w), repeats) / best_seconds(lambda: F.linear(x16, w16), repeats)
 
 
 def resolve_precision(requested: str, device: torch.device, flags: Optional[set[str]] = None,

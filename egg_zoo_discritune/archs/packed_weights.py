@@ -5,7 +5,7 @@ caption, or per beam). torch computes a CPU fp32 ``addmm`` with MKL's sgemm, whi
 (Zen 4) of bench/README.md reaches 50-90 GFLOP/s at 20-100 rows: 28 ms for GPT-2's LM head on 20 captions,
 where oneDNN with the weight reordered once to its blocked layout takes 11 ms (1.9-2.6x on every GPT-2
 product at 20 rows, 1.4-2.3x at 100; in bf16 1.1-1.7x). Packing GPT-2 small costs ~0.1 s per call, repaid
-within the first steps. Where oneDNN is not faster (MKL is tuned for Intel CPUs) a startup probe keeps
+within the first steps. Where oneDNN is not faster (MKL is tuned for Intel CPUs) a probe at the first call keeps
 torch's own products. The values are the same products in the same precision; only the order of the
 additions differs (fp32 rounding, tested). ``DISCRITUNE_PACKED_WEIGHTS=1``/``0`` skips the probe.
 """
@@ -15,13 +15,14 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import time
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
+
+from egg_zoo_discritune.precision import best_seconds
 
 log = logging.getLogger("discritune")
 
@@ -35,17 +36,8 @@ def packed_speedup(dtype: torch.dtype, rows: int = 20, repeats: int = 3) -> floa
     rng = torch.Generator().manual_seed(0)  # not the global one: a run's random stream must not see the probe
     x, weight, bias = (torch.randn(*shape, generator=rng).to(dtype) for shape in ((rows, 768), (768, 3072), (3072,)))
     packed = _pack(weight.t(), rows)
-
-    def best(product: Callable[[], torch.Tensor]) -> float:
-        product()  # warm-up
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            product()
-            times.append(time.perf_counter() - start)
-        return min(times)
-
-    return best(lambda: torch.addmm(bias, x, weight)) / best(lambda: _packed_product(x, packed, bias))
+    return (best_seconds(lambda: torch.addmm(bias, x, weight), repeats)
+            / best_seconds(lambda: _packed_product(x, packed, bias), repeats))
 
 
 def packing_pays(dtype: torch.dtype, speedup: Callable[[torch.dtype], float] = packed_speedup) -> bool:
