@@ -151,9 +151,8 @@ def test_a_participant_in_chromium_clicks_types_reloads_and_finishes(study):
         page.click("#consent")
         page.wait_for_selector("#caption")
         token = page.url.rsplit("/", 1)[-1]
-        # The trial's pictures load after #caption is filled in; wait for all ten (times out if one never loads).
-        page.wait_for_function("document.images.length == 10 && "
-                               "[...document.images].every(i => i.complete && i.naturalWidth > 0)")
+        page.wait_for_load_state("load")  # #caption is in the DOM before the trial's pictures have loaded
+        assert page.eval_on_selector_all("img", "imgs => imgs.every(i => i.complete && i.naturalWidth > 0)")
         page.click(".grid button >> nth=2")  # trial 1 by click: the third picture
         page.wait_for_function("document.querySelector('#progress').value == 1")
         page.keyboard.press("7")  # trial 2 by keyboard: the seventh picture
