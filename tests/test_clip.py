@@ -4,6 +4,7 @@ from PIL import Image
 
 from egg_zoo_discritune.archs.clip import ClipRetriever, load_retriever
 from egg_zoo_discritune.archs.openai_clip import clip_from_openai_state_dict, openai_clip_config
+from egg_zoo_discritune.archs.packed_weights import ENV
 from egg_zoo_discritune.archs.weights import load_state_dict_file
 from tests import openai_clip_reference as ref
 from tests.tiny_assets import write_clip_tokenizer
@@ -103,3 +104,17 @@ def test_siglip_retriever(tiny, tmp_path):
     assert retriever.score(retriever.encode_texts(texts), retriever.encode_images(pixels)).shape == (2, 1)
     with pytest.raises(ValueError, match="other pixels"):  # SigLIP normalises differently from CLIP
         load_other_receivers(ReceiverOptions(receiver=f"{tiny.clip},{directory}"), load_retriever(str(tiny.clip))[0])
+
+
+def test_embeddings_are_the_same_with_onednns_products(tiny, monkeypatch):
+    retriever, _ = load_retriever(str(tiny.clip))
+    size = retriever.model.config.vision_config.image_size
+    pixels = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(0))
+    texts = ["a red circle", "two blue squares on the left", "a cat"]
+    embeddings = {}
+    for onednn in ("0", "1"):
+        monkeypatch.setenv(ENV, onednn)
+        embeddings[onednn] = retriever.encode_images(pixels), retriever.encode_texts(texts)
+    for packed, plain in zip(embeddings["1"], embeddings["0"]):
+        assert plain.abs().sum() > 0
+        torch.testing.assert_close(packed, plain, rtol=1e-5, atol=1e-5)

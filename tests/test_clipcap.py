@@ -7,6 +7,7 @@ from transformers.activations import GELUTanh, NewGELUActivation
 
 from egg_zoo_discritune.archs.clipcap import build_clipcap, stop_token_ids, use_fused_gelu
 from egg_zoo_discritune.archs.decoding import caption_lengths
+from egg_zoo_discritune.archs.packed_weights import ENV
 from egg_zoo_discritune.archs.weights import MissingWeightsError
 from tests.tiny_assets import CLIP_DIM, GPT2_EMBED, clipcap_original_state_dict
 
@@ -128,6 +129,32 @@ def test_log_probs_equal_step_by_step_computation(tiny):
             expected_entropy = -(logp.exp() * logp).sum() if t < lengths[row] else torch.tensor(0.0)
             torch.testing.assert_close(token_logp[row, t], expected, rtol=1e-4, atol=1e-5)
             torch.testing.assert_close(entropy[row, t], expected_entropy, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("onednn", ["0", "1"])
+def test_log_probs_gradients_equal_those_of_the_step_by_step_computation(tiny, monkeypatch, onednn):
+    """Every parameter's gradient, the tied embedding's (a sparse lookup gradient added into the LM head's)
+    included, with torch's products and with oneDNN's."""
+    monkeypatch.setenv(ENV, onednn)
+    torch.manual_seed(0)
+    sender = build_clipcap(str(tiny.gpt2), str(tiny.clipcap_weights)).eval()
+    features = torch.randn(2, CLIP_DIM)
+    tokens = torch.randint(0, 200, (2, 5))
+    lengths = torch.tensor([5, 2])
+    sender.log_probs(features, tokens, lengths)[0].sum().backward()
+    grads = {name: p.grad.clone() for name, p in sender.named_parameters()}
+    sender.zero_grad(set_to_none=True)
+    with monkeypatch.context() as torchs:
+        torchs.setenv(ENV, "0")
+        for row in range(2):
+            for t in range(lengths[row]):
+                embeds = torch.cat([sender.prefix(features[row:row + 1]),
+                                    sender.gpt.transformer.wte(tokens[row:row + 1, :t])], dim=1)
+                sender.gpt(inputs_embeds=embeds).logits[0, -1].log_softmax(-1)[tokens[row, t]].backward()
+    assert grads.keys() == {name for name, p in sender.named_parameters() if p.grad is not None}
+    for name, p in sender.named_parameters():
+        assert p.grad.layout == torch.strided and p.grad.abs().sum() > 0, name
+        torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def test_fused_gelu_computes_gpt2s_gelu_new():

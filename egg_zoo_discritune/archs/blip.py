@@ -45,7 +45,9 @@ class BlipSender(LanguageModelCaptioner):
         return self.model.text_decoder
 
     def _image_embeds(self, pixels: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
+        vision = self.model.config.vision_config
+        positions = (vision.image_size // vision.patch_size) ** 2 + 1  # patches and the class token
+        with torch.no_grad(), packed_linears(self.model.vision_model, pixels.size(0) * positions):
             return self.model.vision_model(pixel_values=pixels.to(self.model.dtype))[0]
 
     def _prompt(self, n: int) -> torch.Tensor:
@@ -71,10 +73,12 @@ class BlipSender(LanguageModelCaptioner):
         """Per-token log-probabilities and entropies ``[B, T]`` of ``tokens`` given the image and prompt."""
         embeds = self._image_embeds(pixels)
         prompt = self._prompt(tokens.size(0))
-        logits = self.model.text_decoder(
-            input_ids=torch.cat([prompt, tokens], 1), encoder_hidden_states=embeds,
-            encoder_attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
-        ).logits
+        ids = torch.cat([prompt, tokens], 1)
+        with packed_linears(self.model.text_decoder, ids.numel()):
+            logits = self.model.text_decoder(
+                input_ids=ids, encoder_hidden_states=embeds,
+                encoder_attention_mask=torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device),
+            ).logits
         # The logit at position p predicts token p + 1: the last prompt position predicts the first token.
         return token_log_probs(logits[:, prompt.size(1) - 1:-1], tokens, lengths, temperature, entropy_grad)
 

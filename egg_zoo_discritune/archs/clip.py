@@ -14,6 +14,7 @@ from transformers import (AutoConfig, AutoTokenizer, CLIPImageProcessorPil, CLIP
                           SiglipImageProcessorPil, SiglipModel)
 
 from egg_zoo_discritune.archs.openai_clip import clip_from_openai_state_dict
+from egg_zoo_discritune.archs.packed_weights import packed_linears
 from egg_zoo_discritune.archs.weights import load_state_dict_file, pretrained_or_error
 
 SIMILARITIES = ("scaled_cosine", "cosine", "dot")
@@ -43,6 +44,12 @@ class ClipRetriever(nn.Module):
         self.padding = "max_length" if isinstance(model, SiglipModel) else True
 
     @property
+    def _image_positions(self) -> int:
+        """Patches plus the class token (CLIP; SigLIP has none)."""
+        vision = self.model.config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2 + isinstance(self.model, CLIPModel)
+
+    @property
     def feature_dim(self) -> int:
         return self.model.config.projection_dim if isinstance(self.model, CLIPModel) else \
             self.model.config.text_config.hidden_size
@@ -52,7 +59,8 @@ class ClipRetriever(nn.Module):
 
     @torch.no_grad()
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        out = self.model.get_image_features(pixel_values=pixel_values.to(self.model.dtype))
+        with packed_linears(self.model.vision_model, pixel_values.size(0) * self._image_positions):
+            out = self.model.get_image_features(pixel_values=pixel_values.to(self.model.dtype))
         return out.pooler_output.float()
 
     @torch.no_grad()
@@ -61,7 +69,8 @@ class ClipRetriever(nn.Module):
         batch = self.tokenizer(texts, padding=self.padding, truncation=True, max_length=self.context_length,
                                return_tensors="pt").to(device)
         mask = None if isinstance(self.model, SiglipModel) else batch.attention_mask  # SigLIP attends to padding
-        out = self.model.get_text_features(input_ids=batch.input_ids, attention_mask=mask)
+        with packed_linears(self.model.text_model, batch.input_ids.numel()):
+            out = self.model.get_text_features(input_ids=batch.input_ids, attention_mask=mask)
         return out.pooler_output.float()
 
     def score(self, text_features: torch.Tensor, image_features: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,24 @@
-"""No-grad CPU matrix products through oneDNN with weights packed once per call, where that is faster.
+"""CPU matrix products of linear layers through oneDNN, where that is faster here than torch's own.
 
-Generation runs its 30 steps through every weight of the language model with few rows per product (one per
-caption, or per beam). torch computes a CPU fp32 ``addmm`` with MKL's sgemm, which on the 2-core AMD EPYC
-(Zen 4) of bench/README.md reaches 50-90 GFLOP/s at 20-100 rows: 28 ms for GPT-2's LM head on 20 captions,
-where oneDNN with the weight reordered once to its blocked layout takes 11 ms (1.9-2.6x on every GPT-2
-product at 20 rows, 1.4-2.3x at 100; in bf16 1.1-1.7x). Packing GPT-2 small costs ~0.1 s per call, repaid
-within the first steps. Where oneDNN is not faster (MKL is tuned for Intel CPUs) a probe at the first call keeps
-torch's own products. The values are the same products in the same precision; only the order of the
-additions differs (fp32 rounding, tested). ``DISCRITUNE_PACKED_WEIGHTS=1``/``0`` skips the probe.
+torch computes a CPU fp32 ``addmm``/``mm`` with MKL's sgemm, which on the 2-core AMD EPYC (Zen 4) of
+bench/README.md runs GPT-2's and CLIP's products at 2-3x oneDNN's time: 28 ms for GPT-2's LM head on one
+generation step of 20 captions against 11 ms through oneDNN with the weight reordered once to its blocked
+layout (1.9-2.6x on every GPT-2 product at 20 rows, 1.4-2.3x at 100); on a teacher-forced pass of 20
+captions, 1.9-2.9x for the forward products and 1.5-2.1x for the backward's (scratch microbenchmarks). In
+bf16 torch already calls oneDNN, and only generation's packed weights gain (1.1-1.7x).
+
+``packed_linears`` swaps a model's ``nn.Linear``/GPT-2 ``Conv1D`` forwards for oneDNN ones inside it:
+
+- entered without grad (generation, the frozen retriever), the weights are packed once on entry, ~0.1 s for
+  GPT-2 small, repaid within the first steps;
+- entered with grad (the teacher-forced pass), each forward hands oneDNN the plain weight (reordering it
+  itself costs the same as packing first, for a product used once) and the backward's input- and
+  weight-gradient products go through oneDNN too.
+
+A probe per grad mode and dtype, at the first call, keeps torch's products where oneDNN is not faster (MKL is
+tuned for Intel CPUs; bf16 training gains nothing). The values are the same products in the same precision;
+only the order of the additions differs (fp32 rounding, tested). ``DISCRITUNE_PACKED_WEIGHTS=1``/``0`` skips
+the probes.
 """
 
 from __future__ import annotations
@@ -15,6 +26,8 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
+import weakref
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -27,7 +40,7 @@ from egg_zoo_discritune.precision import best_seconds
 log = logging.getLogger("discritune")
 
 ENV = "DISCRITUNE_PACKED_WEIGHTS"
-MIN_SPEEDUP = 1.1  # packing must beat torch's product by this factor on the probe to be used
+MIN_SPEEDUP = 1.1  # oneDNN must beat torch's products by this factor on the probe to be used
 
 
 def packed_speedup(dtype: torch.dtype, rows: int = 20, repeats: int = 3) -> float:
@@ -37,12 +50,30 @@ def packed_speedup(dtype: torch.dtype, rows: int = 20, repeats: int = 3) -> floa
     x, weight, bias = (torch.randn(*shape, generator=rng).to(dtype) for shape in ((rows, 768), (768, 3072), (3072,)))
     packed = _pack(weight.t(), rows)
     return (best_seconds(lambda: torch.addmm(bias, x, weight), repeats)
-            / best_seconds(lambda: _packed_product(x, packed, bias), repeats))
+            / best_seconds(lambda: _onednn_linear(x, packed, bias), repeats))
+
+
+def trained_speedup(dtype: torch.dtype, rows: int = 400, repeats: int = 3) -> float:
+    """torch's time over oneDNN's for the three products of a trained linear layer (forward, input and
+    weight gradients), best of ``repeats`` each, at GPT-2's MLP size on 10 teacher-forced captions of 40
+    positions ([400, 768] x [768, 3072]); ~0.2 s."""
+    rng = torch.Generator().manual_seed(0)
+    x, weight, grad = (torch.randn(*shape, generator=rng).to(dtype) for shape in ((rows, 768), (3072, 768),
+                                                                                  (rows, 3072)))
+
+    def torchs() -> None:
+        torch.mm(x, weight.t()), torch.mm(grad, weight), torch.mm(grad.t(), x)
+
+    def onednns() -> None:
+        _onednn_linear(x, weight, None), _input_grad(grad, weight), _weight_grad(grad, x)
+
+    return best_seconds(torchs, repeats) / best_seconds(onednns, repeats)
 
 
 def packing_pays(dtype: torch.dtype, speedup: Callable[[torch.dtype], float] = packed_speedup) -> bool:
-    """Whether no-grad CPU products in ``dtype`` run packed here: ``DISCRITUNE_PACKED_WEIGHTS`` if set,
-    else the probe, measured once per process and dtype and logged."""
+    """Whether CPU products in ``dtype`` run through oneDNN here: ``DISCRITUNE_PACKED_WEIGHTS`` if set, else
+    ``speedup`` (``packed_speedup`` for no-grad ones, ``trained_speedup`` for trained ones), measured once per
+    process, dtype and probe, and logged."""
     forced = os.environ.get(ENV, "")
     if forced not in ("", "0", "1"):
         raise ValueError(f"{ENV}={forced!r}: expected 1 (pack), 0 (do not) or unset (measure)")
@@ -55,8 +86,9 @@ def packing_pays(dtype: torch.dtype, speedup: Callable[[torch.dtype], float] = p
 def _measured_pays(dtype: torch.dtype, speedup: Callable[[torch.dtype], float]) -> bool:
     ratio = speedup(dtype)
     chosen = ratio >= MIN_SPEEDUP
-    log.info("generation's CPU %s products: %s (oneDNN with packed weights measured %.2fx torch's speed here)",
-             str(dtype).removeprefix("torch."), "oneDNN, packed weights" if chosen else "torch's", ratio)
+    what = "trained" if speedup is trained_speedup else "no-grad"
+    log.info("%s CPU %s products: %s (oneDNN measured %.2fx torch's speed here)", what,
+             str(dtype).removeprefix("torch."), "oneDNN" if chosen else "torch's", ratio)
     return chosen
 
 
@@ -64,8 +96,44 @@ def _pack(weight_out_in: torch.Tensor, rows: int) -> torch.Tensor:
     return torch.ops.mkldnn._reorder_linear_weight(weight_out_in, rows)
 
 
-def _packed_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+def _onednn_linear(x: torch.Tensor, weight_out_in: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight_out_in.t() + bias`` through oneDNN; the weight packed by ``_pack`` or a plain, possibly
+    strided tensor, which oneDNN reorders itself (as fast as packing first, for a product used once)."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight_out_in, bias, "none", [], "")
+
+
+def _input_grad(grad: torch.Tensor, weight_out_in: torch.Tensor) -> torch.Tensor:
+    """``grad @ weight_out_in`` [rows, in] for ``grad`` [rows, out]."""
+    return _onednn_linear(grad, weight_out_in.t(), None)
+
+
+def _weight_grad(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``grad.t() @ x`` [out, in] for ``grad`` [rows, out] and ``x`` [rows, in]."""
+    return _onednn_linear(grad.t(), x.t(), None)
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``x @ weight.t() + bias`` with its forward and both gradient products through oneDNN; the gradients
+    are the same products as torch's linear, in the same precision (fp32 rounding differs, tested)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return _onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad = grad.reshape(-1, grad.size(-1)).contiguous()  # e.g. a sum's expanded gradient: stride 0
+        x_grad = weight_grad = bias_grad = None
+        if ctx.needs_input_grad[0]:
+            x_grad = _input_grad(grad, weight).view(x.shape)
+        if ctx.needs_input_grad[1]:
+            weight_grad = _weight_grad(grad, x.reshape(-1, x.size(-1)).contiguous())
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            bias_grad = grad.sum(0)
+        return x_grad, weight_grad, bias_grad
 
 
 def _linear_weights(model: nn.Module) -> Iterator[tuple[nn.Module, torch.Tensor, torch.Tensor | None]]:
@@ -79,31 +147,47 @@ def _linear_weights(model: nn.Module) -> Iterator[tuple[nn.Module, torch.Tensor,
 
 @contextmanager
 def packed_linears(model: nn.Module, rows: int) -> Iterator[None]:
-    """Inside, ``model``'s linear layers compute no-grad products with their weights packed for oneDNN
-    (for products of about ``rows`` rows), in autocast's dtype where CPU autocast is on, if the probe finds
-    that faster here; with grad enabled, on CUDA or where it is not faster, they run as before. The weights
-    must not change inside (they are packed on entry)."""
+    """Inside, ``model``'s linear layers compute their CPU products through oneDNN where the probe for this
+    grad mode finds that faster here, in autocast's dtype where CPU autocast is on. Entered without grad, the
+    weights are packed on entry for products of about ``rows`` rows and must not change inside; entered with
+    grad, the forward and backward products go through oneDNN with the weights as they are. Calls in the
+    other grad mode, on CUDA, under ``torch.compile`` (Inductor picks its own kernels) or where oneDNN is not
+    faster run as before."""
     layers = list(_linear_weights(model))
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None
+    trained = torch.is_grad_enabled()
     cpu = bool(layers) and all(weight.device.type == "cpu" for _, weight, _ in layers)
-    if not cpu or not packing_pays(dtype or layers[0][1].dtype):
+    probe = trained_speedup if trained else packed_speedup
+    if not cpu or torch.compiler.is_compiling() or not packing_pays(dtype or layers[0][1].dtype, probe):
         yield
         return
-    own = [module.__dict__.get("forward") for module, _, _ in layers]  # an instance's own forward, if any
-    for module, weight, bias in layers:
-        module.forward = _packed_forward(module.forward, weight, bias, rows, dtype)
-    try:
-        yield
-    finally:
-        for (module, _, _), forward in zip(layers, own):
-            if forward is None:
-                del module.forward  # the class's forward shows again
-            else:
-                module.forward = forward
+    replace = _trained_forward if trained else functools.partial(_packed_forward, rows=rows)
+    with _lock(model):  # the forwards are the model's own attributes: one thread swaps them at a time
+        own = [module.__dict__.get("forward") for module, _, _ in layers]  # an instance's own forward, if any
+        for module, weight, bias in layers:
+            module.forward = replace(module.forward, weight, bias, dtype)
+        try:
+            yield
+        finally:
+            for (module, _, _), forward in zip(layers, own):
+                if forward is None:
+                    del module.forward  # the class's forward shows again
+                else:
+                    module.forward = forward
+
+
+_locks: weakref.WeakKeyDictionary[nn.Module, threading.RLock] = weakref.WeakKeyDictionary()
+_locks_guard = threading.Lock()
+
+
+def _lock(model: nn.Module) -> threading.RLock:
+    """The model's own reentrant lock (a nested context in the same thread wraps the outer one's forwards)."""
+    with _locks_guard:
+        return _locks.setdefault(model, threading.RLock())
 
 
 def _packed_forward(own: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor, bias: torch.Tensor | None,
-                    rows: int, dtype: torch.dtype | None) -> Callable[[torch.Tensor], torch.Tensor]:
+                    dtype: torch.dtype | None, rows: int) -> Callable[[torch.Tensor], torch.Tensor]:
     dtype = dtype or weight.dtype
     with torch.no_grad():
         packed = _pack(weight.to(dtype), rows)
@@ -112,6 +196,18 @@ def _packed_forward(own: Callable[[torch.Tensor], torch.Tensor], weight: torch.T
     def forward(x: torch.Tensor) -> torch.Tensor:
         if torch.is_grad_enabled():
             return own(x)
-        return _packed_product(x.to(dtype), packed, bias)
+        return _onednn_linear(x.to(dtype), packed, bias)
+
+    return forward
+
+
+def _trained_forward(own: Callable[[torch.Tensor], torch.Tensor], weight: torch.Tensor, bias: torch.Tensor | None,
+                     dtype: torch.dtype | None) -> Callable[[torch.Tensor], torch.Tensor]:
+    dtype = dtype or weight.dtype
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if not torch.is_grad_enabled():
+            return own(x)
+        return _OneDNNLinear.apply(x.to(dtype), weight.to(dtype), None if bias is None else bias.to(dtype))
 
     return forward
