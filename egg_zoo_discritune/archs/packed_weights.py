@@ -4,8 +4,9 @@ torch computes a CPU fp32 ``addmm``/``mm`` with MKL's sgemm, which on the 2-core
 bench/README.md runs GPT-2's and CLIP's products at 2-3x oneDNN's time: 28 ms for GPT-2's LM head on one
 generation step of 20 captions against 11 ms through oneDNN with the weight reordered once to its blocked
 layout (1.9-2.6x on every GPT-2 product at 20 rows, 1.4-2.3x at 100); on a teacher-forced pass of 20
-captions, 1.9-2.9x for the forward products and 1.5-2.1x for the backward's (scratch microbenchmarks). In
-bf16 torch already calls oneDNN, and only generation's packed weights gain (1.1-1.7x).
+captions, 1.7-3.6x for the forward products and 1.5-2.3x for the backward's; 2.2-2.3x for CLIP's text
+tower on 400-3200 rows (scratch microbenchmarks, medians of 7-9). In bf16 torch already calls oneDNN, and
+only generation's packed weights gain (1.1-1.7x).
 
 ``packed_linears`` swaps a model's ``nn.Linear``/GPT-2 ``Conv1D`` forwards for oneDNN ones inside it:
 
