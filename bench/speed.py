@@ -38,6 +38,7 @@ from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPToke
 from egg_zoo_discritune.archs.clip import ClipRetriever
 from egg_zoo_discritune.archs.clipcap import ClipCapSender
 from egg_zoo_discritune.archs.mappers import MLPMapper
+from egg_zoo_discritune.archs.packed_weights import probe_readings
 from egg_zoo_discritune.captioning import encode_images, write_captions
 from egg_zoo_discritune.compiled import compile_or_eager
 from egg_zoo_discritune.cpu_allocator import glibc_environment
@@ -184,7 +185,8 @@ def time_update(name: str, args: argparse.Namespace) -> dict:
     median = statistics.median(seconds)
     return {"median_s": median, "per_update_s": seconds, "first_update_s": first, "peak_rss_update_gib": max(peaks),
             "peak_gpu_gib": max(gpu_peaks), "tokens_per_s": args.batch_size * args.max_len / median,
-            "precision": precision, "caption_tokens": sorted(lengths), "threads": torch.get_num_threads()}
+            "precision": precision, "onednn_probes": probe_readings(), "caption_tokens": sorted(lengths),
+            "threads": torch.get_num_threads()}
 
 
 def profile_update(name: str, args: argparse.Namespace) -> dict:
@@ -221,8 +223,8 @@ def profile_update(name: str, args: argparse.Namespace) -> dict:
     labels = [*parts, "game forward", "backward", "Adam step"]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         update()
-    return {"precision": precision, "breakdown_s": {k: statistics.median(r.get(k, 0.0) for r in records)
-                                                    for k in labels},
+    breakdown = {k: statistics.median(r.get(k, 0.0) for r in records) for k in labels}
+    return {"precision": precision, "onednn_probes": probe_readings(), "breakdown_s": breakdown,
             "top_ops": prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)}
 
 
@@ -314,7 +316,8 @@ def peer_clip_bpe(peer_python: str) -> Optional[str]:
 def lscpu() -> dict:
     fields = dict(line.split(":", 1) for line in subprocess.run(["lscpu"], capture_output=True, text=True)
                   .stdout.splitlines() if ":" in line)
-    return {k: fields.get(k, "").strip() for k in ("Model name", "CPU(s)", "Flags")}
+    # family and model too: a hypervisor may show different CPUs under one model name ("AMD EPYC")
+    return {k: fields.get(k, "").strip() for k in ("Model name", "CPU family", "Model", "CPU(s)", "Flags")}
 
 
 def main(argv: Optional[list[str]] = None) -> None:

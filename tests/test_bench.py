@@ -28,6 +28,9 @@ def test_gpu_check_dry_run(tmp_path):
         assert "runs eagerly" not in (tmp_path / "speed.log").read_text()  # --compile compiled
     for result in speed.values():
         assert result["caption_tokens"] == [30] and result["median_s"] > 0 and result["peak_rss_update_gib"] > 0
+    if torch.backends.mkldnn.is_available():  # which way the oneDNN probes went is recorded
+        probes = speed["this package, cached features, fp32"]["onednn_probes"]
+        assert set(probes) == {"no-grad float32", "trained float32"} and min(probes.values()) > 0
     assert "s/update" in out and "projection of the paper's COCO recipe (22,640 updates)" in out
     assert "precision auto:" in out  # the training run logged its choice
     assert "2 updates:" in out and "from launch to the exported captioner" in out

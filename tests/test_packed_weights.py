@@ -7,7 +7,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from egg_zoo_discritune.archs.clipcap import build_clipcap
-from egg_zoo_discritune.archs.packed_weights import (ENV, packed_linears, packed_speedup, packing_pays,
+from egg_zoo_discritune.archs.packed_weights import (ENV, packed_linears, packed_speedup, packing_pays, probe_readings,
                                                      trained_speedup)
 from tests.tiny_assets import CLIP_DIM
 
@@ -141,8 +141,9 @@ def test_the_choice_follows_the_environment_then_the_probe(monkeypatch, caplog):
         assert packing_pays(torch.float32, speedup=fast) and packing_pays(torch.float32, speedup=fast)
         assert not packing_pays(torch.float32, speedup=lambda dtype: 1.0)
     assert calls == [torch.float32]  # measured once per process
-    assert "no-grad CPU float32 products: oneDNN (oneDNN measured 2.00x torch's speed here)" in caplog.text
+    assert "no-grad float32 CPU products: oneDNN (oneDNN measured 2.00x torch's speed here)" in caplog.text
     assert "products: torch's" in caplog.text
+    assert probe_readings()["no-grad float32"] == 1.0  # the last probe of that mode and dtype
 
 
 def test_each_grad_mode_has_its_own_probe(gpt, monkeypatch):

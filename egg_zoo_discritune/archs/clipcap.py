@@ -110,8 +110,8 @@ class ClipCapSender(LanguageModelCaptioner):
                   temperature: float = 1.0, entropy_grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token log-probabilities and entropies ``[B, T]`` of ``tokens``, zero past each length."""
         prefix = self.prefix(features)
-        # A sparse gradient for the looked-up rows: autograd adds it into the tied LM head's dense gradient
-        # in place, instead of zero-filling a second [V, D] one (~0.25 s of fresh pages on the CPU).
+        # A sparse gradient for the looked-up rows: autograd adds it to the tied LM head's dense gradient (one
+        # [V, D] copy) instead of zero-filling a second dense one and adding the two.
         # AOTAutograd cannot trace sparse gradients, and Inductor needs no such help.
         words = F.embedding(tokens, self.gpt.transformer.wte.weight, sparse=not torch.compiler.is_compiling())
         embeds = torch.cat([prefix, words], dim=1)

@@ -42,6 +42,7 @@ log = logging.getLogger("discritune")
 
 ENV = "DISCRITUNE_PACKED_WEIGHTS"
 MIN_SPEEDUP = 1.1  # oneDNN must beat torch's products by this factor on the probe to be used
+_readings: dict[str, float] = {}  # what the probes measured in this process, for probe_readings()
 
 
 def packed_speedup(dtype: torch.dtype, rows: int = 20, repeats: int = 3) -> float:
@@ -87,10 +88,17 @@ def packing_pays(dtype: torch.dtype, speedup: Callable[[torch.dtype], float] = p
 def _measured_pays(dtype: torch.dtype, speedup: Callable[[torch.dtype], float]) -> bool:
     ratio = speedup(dtype)
     chosen = ratio >= MIN_SPEEDUP
-    what = "trained" if speedup is trained_speedup else "no-grad"
-    log.info("%s CPU %s products: %s (oneDNN measured %.2fx torch's speed here)", what,
-             str(dtype).removeprefix("torch."), "oneDNN" if chosen else "torch's", ratio)
+    what = f"{'trained' if speedup is trained_speedup else 'no-grad'} {str(dtype).removeprefix('torch.')}"
+    _readings[what] = ratio
+    log.info("%s CPU products: %s (oneDNN measured %.2fx torch's speed here)", what,
+             "oneDNN" if chosen else "torch's", ratio)
     return chosen
+
+
+def probe_readings() -> dict[str, float]:
+    """oneDNN's speed over torch's, as each probe that ran in this process measured it (``"no-grad float32"``,
+    ``"trained bfloat16"``, ...); a product went through oneDNN where the reading is >= ``MIN_SPEEDUP``."""
+    return dict(_readings)
 
 
 def _pack(weight_out_in: torch.Tensor, rows: int) -> torch.Tensor:
