@@ -147,7 +147,15 @@ def test_atomic_save_leaves_no_partial_file(tmp_path):
     assert torch.equal(torch.load(tmp_path / "ok.tar", weights_only=True)["a"], torch.ones(1))
 
 
-def test_ctrl_c_during_a_save_comes_after_the_file_is_in_place(tmp_path):
+@pytest.fixture
+def ctrl_c_raises():
+    """Python's own SIGINT handler, which a shell's background job (``make test &``) starts without."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_during_a_save_comes_after_the_file_is_in_place(tmp_path, ctrl_c_raises):
     class InterruptsWhilePickled:
         def __reduce__(self):
             signal.raise_signal(signal.SIGINT)  # as a Ctrl-C halfway through torch.save
